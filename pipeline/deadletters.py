@@ -1,0 +1,131 @@
+"""The dead-letter store's rules: what a dead letter holds, and how a replay resumes without duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.errors import HubsyncError
+from pipeline.store import DeadLetter, Record, Store, new_dead_letter_id, now
+
+Enqueue = Callable[[str, str, int, str], None]
+"""``enqueue(provider, record_id, generation, from_step)``: start a provider's chain at a step."""
+
+INGEST = "ingest"
+MAX_KEPT_EVENT_CHARS = 256 * 1024
+
+
+def dead_letter_record(store: Store, rec: Record, step: str, error: HubsyncError) -> DeadLetter:
+    """Stop a record's chain at ``step`` and keep it for an operator (once, however often it is called)."""
+    if rec.dead_letter_id:
+        existing = store.dead_letter(rec.dead_letter_id)
+        if existing is not None and existing.status == "open":
+            return existing
+    dl = DeadLetter(
+        id=new_dead_letter_id(),
+        provider=rec.provider,
+        client_file_id=rec.client_file_id,
+        entry_id=rec.entry_id,
+        record_id=rec.id,
+        step=step,
+        error_class=error.error_class,
+        error_kind=str(error.kind),
+        message=error.message,
+        hint=error.hint,
+        created_at=now(),
+        event=rec.event,
+        attempts=store.attempts(rec.id),
+    )
+    store.add_dead_letter(dl)
+    store.update(rec.id, state="dead", step=step, dead_letter_id=dl.id, last_error=error.to_dict(), next_retry_at=None)
+    return dl
+
+
+def dead_letter_event(
+    store: Store, raw: Any, error: HubsyncError, *, step: str = "validate", client_file_id: str = "", entry_id: str = ""
+) -> DeadLetter:
+    """Keep an event that cannot go further (refused, or no provider connected). The id is derived from the
+    event itself so that a redelivery keeps one dead letter."""
+    text = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    kept: Any = raw
+    if len(text) > MAX_KEPT_EVENT_CHARS:
+        kept = {
+            "truncated": True,
+            "size_chars": len(text),
+            "sha256": digest,
+            "head": text[:4096],
+        }
+    dl = DeadLetter(
+        id=f"dl_evt_{digest[:20]}",
+        provider=INGEST,
+        client_file_id=client_file_id,
+        entry_id=entry_id,
+        record_id="",
+        step=step,
+        error_class=error.error_class,
+        error_kind=str(error.kind),
+        message=error.message,
+        hint=error.hint,
+        created_at=now(),
+        event=kept,
+        attempts=[{"at": now(), "step": step, **error.to_dict()}],
+    )
+    existing = store.dead_letter(dl.id)
+    if existing is not None and existing.status != "open":
+        store.reopen_dead_letter(dl.id, f"refused again: {error.message}")
+        return existing
+    store.add_dead_letter(dl)
+    return dl
+
+
+class ReplayError(RuntimeError):
+    """A replay that cannot happen (unknown id, already closed, nothing to replay)."""
+
+
+def replay(store: Store, dl_id: str, enqueue: Enqueue, ingest: Callable[[Any], str], who: str = "") -> str:
+    """Resume a dead-lettered chain from its failed step (or re-check a kept event); returns what happened."""
+    dl = store.dead_letter(dl_id)
+    if dl is None:
+        raise ReplayError(f"no dead letter {dl_id}")
+    if dl.status != "open":
+        raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
+    if dl.provider == INGEST:
+        if isinstance(dl.event, dict) and dl.event.get("truncated"):
+            raise ReplayError(f"dead letter {dl_id} kept only the head of a huge event; emit a corrected one")
+        store.close_dead_letter(dl_id, "replayed", "replay", who=who)
+        outcome = ingest(dl.event)
+        return f"event re-checked: {outcome}"
+    rec = store.record(dl.record_id)
+    if rec is None:
+        raise ReplayError(f"the record {dl.record_id} of dead letter {dl_id} is gone")
+    generation = rec.generation + 1
+    state = "confirmed" if rec.confirmed_at else ("posted" if rec.provider_id else "received")
+    store.update(
+        rec.id,
+        generation=generation,
+        state=state,
+        step=dl.step,
+        retry_since=None,
+        next_retry_at=None,
+        dead_letter_id=None,
+    )
+    store.add_attempt(rec.id, {"step": dl.step, "outcome": "replayed", "dead_letter": dl_id})
+    store.close_dead_letter(dl_id, "replayed", "replay", who=who)
+    enqueue(rec.provider, rec.id, generation, dl.step)
+    return f"chain resumed at {dl.step}"
+
+
+def discard(store: Store, dl_id: str, reason: str, who: str = "") -> None:
+    """Close a dead letter on purpose, with the reason kept in its audit trail."""
+    if not reason.strip():
+        raise ReplayError("a discard needs a reason")
+    dl = store.dead_letter(dl_id)
+    if dl is None:
+        raise ReplayError(f"no dead letter {dl_id}")
+    if not store.close_dead_letter(dl_id, "discarded", "discard", reason=reason, who=who):
+        raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
+    if dl.record_id:
+        store.add_attempt(dl.record_id, {"step": dl.step, "outcome": "discarded", "reason": reason})

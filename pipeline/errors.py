@@ -1,0 +1,123 @@
+"""The error tree every provider's errors hang from.
+
+Every failure the pipeline meets is one of three kinds, and the kind alone decides what happens next::
+
+    HubsyncError                 kind        what happens
+    ├── TransientError           transient   retried with capped, jittered backoff inside the retry window
+    │   ├── ServerConsideredDown transient   the circuit breaker holds calls to a server that keeps failing
+    │   ├── Deferred             transient   not a failure: run again shortly (lock held, index lag)
+    │   └── OutcomeUnknown       transient   a write may have landed: looked up before it is sent again
+    ├── PermanentError           permanent   dead-lettered at once: the input breaks a rule
+    └── CustomerActionError      customer    dead-lettered at once: somebody must fix a setting first
+
+Each class carries the HTTP status and provider error code when there is one, and a ``hint`` written for
+the accountant or operator who reads the dead letter.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """What a failure calls for."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    CUSTOMER = "customer"
+
+
+class HubsyncError(Exception):
+    """Base of every error the pipeline classifies."""
+
+    kind: ErrorKind = ErrorKind.PERMANENT
+    default_hint: str = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.hint = hint if hint is not None else self.default_hint
+        self.retry_after = retry_after
+
+    @property
+    def error_class(self) -> str:
+        """The class name operators filter on."""
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-safe description, for records and dead letters."""
+        return {
+            "error_class": self.error_class,
+            "kind": str(self.kind),
+            "message": self.message,
+            "status": self.status,
+            "code": self.code,
+            "hint": self.hint,
+        }
+
+
+class TransientError(HubsyncError):
+    """Worth retrying: the other side is off, overloaded or slow."""
+
+    kind = ErrorKind.TRANSIENT
+    default_hint = "Retried automatically; nothing to do unless it lasts."
+
+
+class OutcomeUnknown(TransientError):
+    """A write was sent and no answer came back: it may have landed."""
+
+    default_hint = "The hub looks the entry up before it sends it again; nothing to do."
+
+
+class ServerConsideredDown(TransientError):
+    """Calls are held back because the server failed repeatedly; a probe will tell when it is back."""
+
+    default_hint = "The server looks off; entries wait and leave as soon as a probe succeeds."
+
+
+class Deferred(TransientError):
+    """Not a failure: the step must simply run a little later (a lock is held, an index is catching up)."""
+
+
+class PermanentError(HubsyncError):
+    """The input breaks a rule; retrying cannot help."""
+
+    kind = ErrorKind.PERMANENT
+    default_hint = "Correct the entry in the hub, validate it again, or replay once the cause is fixed."
+
+
+class CustomerActionError(HubsyncError):
+    """A setting outside the hub must change (password, sharing, rights)."""
+
+    kind = ErrorKind.CUSTOMER
+    default_hint = "Fix the setting named in the message, then replay."
+
+
+class RetryWindowExhausted(TransientError):
+    """A transient failure lasted longer than the configured retry window."""
+
+    default_hint = (
+        "The server kept failing for longer than the retry window. Check that it is on and reachable, then replay."
+    )
+
+
+class InvalidEvent(PermanentError):
+    """An ``entry.validated`` event that breaks the contract."""
+
+    default_hint = "Fix the event at its source (or the JSON line) and emit it again; replay re-checks it."
+
+
+class NoConnection(CustomerActionError):
+    """The event's client file has no provider connected."""
+
+    default_hint = "Connect the client file to a provider (hubsync connect …), then replay."

@@ -1,0 +1,54 @@
+"""Per-process resources: one store connection pool and one HTTP client per provider, made on first use.
+
+Worker processes call ``reset()`` after a fork so that no socket is shared between processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import httpx
+
+from pipeline.config import settings
+from pipeline.store import Store
+
+_lock = threading.Lock()
+_store: Store | None = None
+_http: dict[str, httpx.Client] = {}
+
+
+def store() -> Store:
+    """This process's store."""
+    global _store
+    with _lock:
+        if _store is None:
+            _store = Store.from_url()
+        return _store
+
+
+def http(name: str) -> httpx.Client:
+    """This process's pooled HTTP client for one provider (``acd``, ``docs``, ``cegid_loop``)."""
+    with _lock:
+        client = _http.get(name)
+        if client is None:
+            s = settings()
+            client = httpx.Client(
+                timeout=httpx.Timeout(s.http_timeout_seconds, connect=s.connect_timeout_seconds),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0),
+                follow_redirects=False,
+                headers={"User-Agent": "hubsync/0.1"},
+            )
+            _http[name] = client
+        return client
+
+
+def reset() -> None:
+    """Forget every resource (after a fork, or in tests)."""
+    global _store
+    with _lock:
+        _store = None
+        for client in _http.values():
+            with contextlib.suppress(OSError, RuntimeError):  # a socket from the parent may be gone
+                client.close()
+        _http.clear()

@@ -1,0 +1,19 @@
+"""The Celery application: thin tasks around ``pipeline``. Start workers with ``hubsync worker``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from pipeline import runtime
+
+app = Celery("hubsync", include=["tasks.ingest", "tasks.acd"])
+app.config_from_object("celeryconfig")
+
+
+@worker_process_init.connect
+def _fresh_resources(**_: Any) -> None:
+    """A forked pool process must not share its parent's sockets."""
+    runtime.reset()

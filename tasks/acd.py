@@ -1,0 +1,66 @@
+"""The ACD chain's tasks: each runs one step of ``pipeline.acd.steps`` and only decides retry or stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.exceptions import Ignore
+
+from pipeline import runtime
+from pipeline.acd import steps
+from pipeline.steps import run_step
+from tasks import app
+from tasks.chains import ACD_TASKS
+
+
+class DeadLettered(Exception):
+    """The chain stopped; its dead letter waits for an operator (shown as the task's failure)."""
+
+
+def _run(task: Any, step: str, record_id: str, generation: int) -> None:
+    outcome = run_step(
+        runtime.store(),
+        record_id,
+        generation,
+        step,
+        steps.STEP_FUNCTIONS[step],
+        task.request.retries,
+        on_error=steps.on_error,
+    )
+    if outcome.action == "retry":
+        raise task.retry(countdown=outcome.countdown)
+    if outcome.action == "dead":
+        rec = runtime.store().record(record_id)
+        raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
+    if outcome.action == "stale":
+        raise Ignore()
+
+
+@app.task(name=ACD_TASKS["fetch"], bind=True, max_retries=None)
+def fetch_document(self: Any, record_id: str, generation: int) -> None:
+    """Fetch the entry's supporting documents (streamed, checked)."""
+    _run(self, "fetch", record_id, generation)
+
+
+@app.task(name=ACD_TASKS["rename"], bind=True, max_retries=None)
+def rename_document(self: Any, record_id: str, generation: int) -> None:
+    """Give documents their unique names and upload them to the ACD GED."""
+    _run(self, "rename", record_id, generation)
+
+
+@app.task(name=ACD_TASKS["map"], bind=True, max_retries=None)
+def map_entry(self: Any, record_id: str, generation: int) -> None:
+    """Map the entry to ACD's shape, creating missing subsidiary accounts."""
+    _run(self, "map", record_id, generation)
+
+
+@app.task(name=ACD_TASKS["post"], bind=True, max_retries=None)
+def post_entry(self: Any, record_id: str, generation: int) -> None:
+    """Post the entry to ACD, once."""
+    _run(self, "post", record_id, generation)
+
+
+@app.task(name=ACD_TASKS["confirm"], bind=True, max_retries=None)
+def confirm_ack(self: Any, record_id: str, generation: int) -> None:
+    """Confirm the entry is in ACD by its ACK code."""
+    _run(self, "confirm", record_id, generation)

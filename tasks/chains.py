@@ -1,0 +1,42 @@
+"""Building a provider's chain from any step: the only place that knows the tasks' order."""
+
+from __future__ import annotations
+
+from celery import chain
+from celery.canvas import Signature
+
+from pipeline.config import settings
+from tasks import app
+
+ACD_TASKS = {
+    "fetch": "hubsync.acd.fetch_document",
+    "rename": "hubsync.acd.rename_document",
+    "map": "hubsync.acd.map_entry",
+    "post": "hubsync.acd.post_entry",
+    "confirm": "hubsync.acd.confirm_ack",
+}
+CHAINS: dict[str, dict[str, str]] = {"acd": ACD_TASKS}
+
+
+def signatures(provider: str, record_id: str, generation: int, from_step: str) -> list[Signature]:
+    """The remaining steps of a chain, as immutable signatures carrying only the record id and generation."""
+    tasks = CHAINS[provider]
+    names = list(tasks)
+    if from_step not in tasks:
+        raise ValueError(f"{provider} has no step {from_step!r} (steps: {', '.join(names)})")
+    sigs = []
+    for step in names[names.index(from_step) :]:
+        sig = app.signature(tasks[step], args=(record_id, generation), immutable=True, queue=provider)
+        if provider == "acd" and step == "confirm":
+            sig = sig.set(countdown=settings().acd_index_lag_seconds + 0.2)
+        sigs.append(sig)
+    return sigs
+
+
+def enqueue(provider: str, record_id: str, generation: int, from_step: str) -> None:
+    """Start (or resume) a record's chain at ``from_step``."""
+    sigs = signatures(provider, record_id, generation, from_step)
+    if len(sigs) == 1:
+        sigs[0].apply_async()
+    else:
+        chain(*sigs).apply_async()

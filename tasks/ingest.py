@@ -1,0 +1,28 @@
+"""``hubsync.ingest_event``: the task the upstream validation service calls (queue ``events``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline import runtime
+from pipeline.config import settings
+from pipeline.ingest import ingest
+from pipeline.retry import backoff_seconds
+from tasks import app
+from tasks.chains import enqueue
+
+INGEST_TASK = "hubsync.ingest_event"
+log = logging.getLogger(__name__)
+
+
+@app.task(name=INGEST_TASK, bind=True, max_retries=None)
+def ingest_event(self: Any, event: Any) -> None:
+    """Validate one ``entry.validated`` event and fan it out; a refused event becomes a dead letter."""
+    try:
+        ingest(runtime.store(), event, enqueue)
+    except Exception as exc:
+        # Ingest is idempotent, so a failure half-way (Redis gone, broker gone) is retried, never dropped.
+        countdown = backoff_seconds(self.request.retries, settings().retry)
+        log.warning("ingest failed (%s); retry in %.1fs", type(exc).__name__, countdown)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
