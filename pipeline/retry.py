@@ -37,9 +37,9 @@ class Decision:
 
 def backoff_seconds(attempt: int, policy: RetryPolicy, jitter: Jitter = random.uniform) -> float:
     """Capped exponential backoff with equal jitter: half fixed, half random."""
-    exp = policy.base_seconds * (2 ** max(0, min(attempt, 30)))
+    exp = policy.base_seconds * float(2 ** max(0, min(attempt, 30)))
     capped = min(exp, policy.ceiling_seconds)
-    return capped / 2 + jitter(0.0, capped / 2)
+    return capped / 2 + float(jitter(0.0, capped / 2))
 
 
 def decide(

@@ -181,7 +181,8 @@ class Store:
     """Typed access to everything hubsync keeps in Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.r = client
+        # redis-py's annotations do not model decode_responses=True (every reply here is a str).
+        self.r: Any = client
         self._release = client.register_script(_RELEASE)
 
     @classmethod
@@ -322,6 +323,11 @@ class Store:
         self.r.hset(key, f"doc:{doc_id}", _dumps(doc))
         return doc
 
+    def enqueued_event(self, rid: str) -> str | None:
+        """The event whose chain was last enqueued for a record."""
+        value: str | None = self.r.hget(self._rkey(rid), "enqueued_event")
+        return value
+
     def add_attempt(self, rid: str, attempt: dict[str, Any]) -> None:
         """Append to a record's attempt history (the newest ``ATTEMPTS_KEPT`` are kept)."""
         key = f"{P}:rec:{{{rid}}}:attempts"
@@ -344,7 +350,8 @@ class Store:
 
     def record_groups(self) -> list[tuple[str, str]]:
         """Every (provider, client file) pair that has records."""
-        return sorted(tuple(m.split(":", 1)) for m in self.r.smembers(f"{P}:idx"))  # type: ignore[misc]
+        pairs = (m.split(":", 1) for m in self.r.smembers(f"{P}:idx"))
+        return sorted((provider, client_file) for provider, client_file in pairs)
 
     def records_of_entry(self, entry_id: str) -> list[Record]:
         """An entry's records with every provider."""

@@ -42,7 +42,7 @@ def _identifier(value: str) -> None:
         raise ValidationError("must be 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit")
 
 
-class Money(fields.Field):
+class Money(fields.Field):  # type: ignore[type-arg]
     """A non-negative amount written as a decimal string with at most 2 decimals (never a JSON float)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:

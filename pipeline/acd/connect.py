@@ -11,7 +11,7 @@ from pipeline import runtime
 from pipeline.acd.client import TOKENS, AcdClient, AcdCredentials
 from pipeline.acd.errors import DossierNotFound, DossierNotShared
 from pipeline.secrets import Secret, seal
-from pipeline.store import P, Connection, Store
+from pipeline.store import Connection, P, Store
 
 PROVIDER = "acd"
 

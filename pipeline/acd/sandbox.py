@@ -372,6 +372,11 @@ class AcdSandbox:
         """The names of the sandboxed firms."""
         return list(self._firms)
 
+    @property
+    def firms(self) -> dict[str, AcdFirm]:
+        """The sandboxed firms by name, as seeded (copies: changing them changes nothing)."""
+        return {name: copy.deepcopy(firm) for name, firm in self._seed_firms.items()}
+
     def _firm(self, name: str) -> _FirmState:
         try:
             return self._firms[name]
@@ -447,6 +452,12 @@ class AcdSandbox:
     def logins(self, firm: str) -> int:
         """How many successful logins the firm's server answered."""
         return self._firm(firm).logins
+
+    def set_password(self, firm: str, api_code: str, password: str) -> None:
+        """Change (or create) an API access's password, as a firm does in ACD; live tokens stay valid."""
+        state = self._firm(firm)
+        with state.lock:
+            state.firm.api_users[api_code] = password
 
     def expire_tokens(self, firm: str | None = None) -> None:
         """Expire every token of one firm (or of all firms): the next call answers 401 ``jetonExpire``."""

@@ -127,7 +127,7 @@ def _spool() -> Path:
 
 def _ensure_spooled(store: Store, rec: Record, doc_id: str, url: str) -> Path:
     meta = rec.docs[doc_id]
-    path = _spool() / meta["sha256"]
+    path: Path = _spool() / str(meta["sha256"])
     if path.exists():
         return path
     s = settings()

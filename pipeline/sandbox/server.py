@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from pipeline.sandbox.docstore import DocStore
@@ -168,11 +168,3 @@ class SandboxServer:
 
     def __repr__(self) -> str:
         return f"SandboxServer(url={self.url!r}, apps={sorted(self._apps)})"
-
-
-def describe(server: SandboxServer) -> dict[str, Any]:
-    """What an operator needs to point the hub at the sandboxes (for ``hubsync sandbox``)."""
-    info: dict[str, Any] = {"url": server.url, "admin": f"{server.url}/_sandbox"}
-    info["acd"] = {name: server.acd_url(name) for name in server.acd.firm_names()}
-    info["docs"] = server.app_url("docs")
-    return info

@@ -947,6 +947,11 @@ def test_firms_load_from_a_json_file_of_the_same_shape(tmp_path):
     sandbox = AcdSandbox.from_json(path)
 
     assert sandbox.firm_names() == ["dupont", "martin", "leroy"]
+    assert sandbox.firms["martin"].cnx == "CNX123" and set(sandbox.firms["dupont"].dossiers) == {
+        "DUPONT01",
+        "DUPONT02",
+        "DUPONT03",
+    }
     assert sandbox.accounts("dupont", "DUPONT01", "generaux") == AcdSandbox(demo_acd_firms()).accounts(
         "dupont", "DUPONT01", "generaux"
     )

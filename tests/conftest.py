@@ -1,0 +1,200 @@
+"""Fixtures with the real parts: a private redis-server, the sandboxes over loopback, a real worker process.
+
+Nothing here mocks Redis or Celery. The Redis is started by the tests on a free port (never the machine's
+shared one) so the suite can flush and inspect it freely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import runtime
+from pipeline.config import reset_settings
+from pipeline.embedded import EmbeddedRedis
+from pipeline.secrets import generate_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DOCUMENTS = ROOT.parent / "shared" / "data" / "documents"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(directory=tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Any]:
+    from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
+    from pipeline.sandbox import SandboxServer
+    from pipeline.sandbox.docstore import DocStore
+
+    server = SandboxServer(acd=AcdSandbox(demo_acd_firms()), docs=DocStore(), host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def hub_env(
+    redis_server: EmbeddedRedis, sandbox: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("home")
+    env = {
+        "HUBSYNC_REDIS_URL": redis_server.url,
+        "HUBSYNC_HOME": str(home),
+        "HUBSYNC_SECRET_KEY": generate_key(),
+        "HUBSYNC_SPOOL_DIR": str(home / "spool"),
+        "HUBSYNC_DOCUMENT_HOSTS": sandbox.url.split("://", 1)[1],
+        "HUBSYNC_RETRY_BASE_SECONDS": "0.2",
+        "HUBSYNC_RETRY_MAX_SECONDS": "2",
+        "HUBSYNC_RETRY_WINDOW_SECONDS": "120",
+        "HUBSYNC_BREAKER_THRESHOLD": "3",
+        "HUBSYNC_BREAKER_COOLDOWN_SECONDS": "1",
+        "HUBSYNC_CONFIRM_WINDOW_SECONDS": "30",
+        "HUBSYNC_HTTP_TIMEOUT_SECONDS": "5",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reset_settings()
+    runtime.reset()
+    yield {**os.environ, **env}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_settings()
+    runtime.reset()
+
+
+@pytest.fixture(scope="session")
+def worker(hub_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `hubsync worker` process on the events and acd queues."""
+    from pipeline.demo import start_worker
+
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    proc = start_worker(hub_env, log)
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not ready after 60s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `hubsync ARGS` as a separate process, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class Hub:
+    """What a test does with the running pipeline: connect files, emit events, wait, look."""
+
+    def __init__(self, env: dict[str, str], sandbox: Any) -> None:
+        self.env = env
+        self.sandbox = sandbox
+        self.run = uuid.uuid4().hex[:6]
+        self.store = runtime.store()
+
+    def cf(self, name: str) -> str:
+        """A client file id unique to this test."""
+        return f"cf_{name}_{self.run}"
+
+    def connect_acd(self, client_file: str, firm: str = "dupont", dossier: str | None = None) -> None:
+        from pipeline.acd.connect import connect
+        from pipeline.acd.sandbox import demo_acd_firms
+        from pipeline.secrets import Secret
+
+        seed = demo_acd_firms()
+        firm_seed = next(f for f in seed if f.name == firm) if isinstance(seed, list) else seed[firm]
+        password = next(iter(firm_seed.api_users.values()))
+        connect(
+            self.store,
+            client_file,
+            self.sandbox.acd_url(firm),
+            firm_seed.cnx,
+            "QONTO",
+            dossier or next(iter(firm_seed.dossiers)),
+            Secret(password),
+        )
+
+    def emit(self, event: dict[str, Any]) -> None:
+        from pipeline.cli import publish_event
+
+        publish_event(event)
+
+    def record(self, client_file: str, entry_id: str) -> Any:
+        return self.store.record(f"acd:{client_file}:{entry_id}")
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.2)
+
+    def wait_states(
+        self,
+        client_file: str,
+        entry_ids: list[str],
+        states: tuple[str, ...] = ("confirmed", "dead"),
+        timeout: float = 90,
+    ) -> dict[str, Any]:
+        """Wait until every entry's record is in one of ``states``; return the records."""
+
+        def done() -> bool:
+            recs = [self.record(client_file, e) for e in entry_ids]
+            return all(r is not None and r.state in states for r in recs)
+
+        try:
+            self.wait(done, timeout, f"{entry_ids} in {states}")
+        except AssertionError:
+            recs = {
+                e: (r.state, r.step, r.last_error) if (r := self.record(client_file, e)) else None for e in entry_ids
+            }
+            raise AssertionError(f"entries not settled: {json.dumps(recs, default=str)[:3000]}") from None
+        return {e: self.record(client_file, e) for e in entry_ids}
+
+    def acd_entries_with(self, firm: str, dossier: str, ack: str) -> list[dict[str, Any]]:
+        """Entries stored in the ACD sandbox whose lines carry this ACK code."""
+        tag = f"(#{ack}#)"
+        return [
+            e
+            for e in self.sandbox.acd.entries(firm, dossier)
+            if any(str(line.get("Libelle", "")).endswith(tag) for line in e.get("LignesEcriture", []))
+        ]
+
+
+@pytest.fixture
+def hub(hub_env: dict[str, str], sandbox: Any, worker: Any) -> Iterator[Hub]:
+    sandbox.acd.clear_faults()
+    sandbox.docs.clear_faults()
+    yield Hub(hub_env, sandbox)
+    sandbox.acd.clear_faults()
+    sandbox.docs.clear_faults()
