@@ -202,7 +202,9 @@ def emit(file: TextIO, as_json: bool) -> None:
 @click.option(
     "-Q", "--queues", default="events,acd,cegid_loop", show_default=True, help="Comma-separated queues to consume."
 )
-@click.option("-c", "--concurrency", type=int, default=None, help="Processes or threads (default: pool's default).")
+@click.option(
+    "-c", "--concurrency", type=int, default=None, help="Processes or threads (default: 16 threads, else cores)."
+)
 @click.option(
     "-P",
     "--pool",
@@ -219,6 +221,8 @@ def worker(queues: str, concurrency: int | None, pool: str, name: str | None, ta
     from tasks import app
 
     argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "--without-gossip", "--without-mingle"]
+    if concurrency is None and pool == "threads":
+        concurrency = 16  # steps wait on remote servers: threads, not cores, bound throughput
     if concurrency:
         argv += ["-c", str(concurrency)]
     argv += ["-n", name or f"hubsync-{queues.replace(',', '-')}@%h"]
