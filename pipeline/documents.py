@@ -95,7 +95,11 @@ def check_url(url: str, allowed_hosts: tuple[str, ...], allow_private: bool) -> 
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
         raise DocumentHostNotAllowed(f"document URL scheme or host not allowed: {parts.scheme}://{host}")
-    hostport = f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise DocumentHostNotAllowed(f"document URL has an invalid port: {parts.netloc}") from exc
+    hostport = f"{host}:{port}" if port else host
     if host not in allowed_hosts and hostport not in allowed_hosts:
         raise DocumentHostNotAllowed(f"document host {hostport!r} is not in HUBSYNC_DOCUMENT_HOSTS")
     try:
@@ -106,7 +110,7 @@ def check_url(url: str, allowed_hosts: tuple[str, ...], allow_private: bool) -> 
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise DocumentStoreUnavailable(f"cannot resolve the document host {host!r}") from exc
     for info in infos:

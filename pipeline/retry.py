@@ -23,7 +23,7 @@ class RetryPolicy:
     @property
     def ceiling_seconds(self) -> float:
         """No countdown may reach the broker's visibility timeout, or the message would be delivered twice."""
-        return max(1.0, min(self.max_seconds, self.visibility_timeout_seconds * 0.8))
+        return min(max(1.0, self.max_seconds), self.visibility_timeout_seconds * 0.8)
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ MAX_EVENT_BYTES = 1024 * 1024
 MAX_LABEL_CHARS = 1000
 MAX_LINES = 500
 MAX_DOCUMENTS = 50
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-MONEY = re.compile(r"^\d{1,13}(\.\d{1,2})?$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,20}$")
-SUBSIDIARY = re.compile(r"^[A-Za-z0-9]{1,40}$")
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")
+MONEY = re.compile(r"^[0-9]{1,13}(\.[0-9]{1,2})?\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,20}\Z")
+SUBSIDIARY = re.compile(r"^[A-Za-z0-9]{1,40}\Z")
 
 
 def _no_control_characters(value: str) -> None:
@@ -110,13 +110,13 @@ class EntrySchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(ENTRY_KINDS))
     journal_code = fields.String(
         required=True,
-        validate=validate.Regexp(r"^[A-Za-z0-9]{1,10}$", error="must be 1 to 10 letters or digits"),
+        validate=validate.Regexp(r"^[A-Za-z0-9]{1,10}\Z", error="must be 1 to 10 letters or digits"),
     )
     date = fields.Date(required=True)
     label = StrictString(required=True, validate=validate.Length(min=1, max=MAX_LABEL_CHARS))
     invoice_number = StrictString(load_default=None, allow_none=True, validate=validate.Length(max=60))
     currency = fields.String(
-        load_default="EUR", validate=validate.Regexp(r"^[A-Z]{3}$", error="must be an ISO 4217 code")
+        load_default="EUR", validate=validate.Regexp(r"^[A-Z]{3}\Z", error="must be an ISO 4217 code")
     )
     lines = fields.List(
         fields.Nested(LineSchema),

@@ -20,6 +20,7 @@ from pipeline.acd.errors import (
     AccountLocked,
     AuthenticationFailed,
     MalformedResponse,
+    PostOutcomeUnknown,
     envelope_errors,
     error_from_exception,
     error_from_response,
@@ -250,7 +251,7 @@ class AcdClient:
         body = self._write("/compta/ecriture", payload, unknown_on_failure=True)
         entry_id = body.get("IdEcriture")
         if not isinstance(entry_id, int):
-            raise MalformedResponse("ACD accepted the entry but gave no IdEcriture")
+            raise PostOutcomeUnknown("ACD accepted the entry but gave no IdEcriture")
         return entry_id
 
     def find_entries(

@@ -251,6 +251,10 @@ def error_from_response(response: httpx.Response, *, write: bool = False, ged: b
     if status == 429:
         return RateLimited(detail, status=status, code=code, retry_after=_retry_after(response))
     if status >= 500:
+        if write and status not in (502, 503):
+            # 502/503 mean the firm's server is off (the contract); any other 5xx, a gateway timeout
+            # above all, can hide a write the server committed: look it up before writing again.
+            return PostOutcomeUnknown(detail, status=status, code=code, retry_after=_retry_after(response))
         return ServerUnavailable(detail, status=status, code=code, retry_after=_retry_after(response))
     if status == 403:
         cls: type[HubsyncError] = GedAccessDenied if ged else DossierNotShared

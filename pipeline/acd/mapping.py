@@ -37,7 +37,7 @@ def cut_label(label: str, ack: str, limit: int = LABEL_MAX_CHARS) -> str:
     room = limit - len(tag) - 1
     if len(text) > room:
         cut = room
-        while cut > 0 and unicodedata.combining(text[cut]):
+        while cut > 0 and unicodedata.category(text[cut]).startswith("M"):
             cut -= 1
         text = text[:cut].rstrip()
     return f"{text} {tag}" if text else tag
