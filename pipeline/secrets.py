@@ -7,6 +7,8 @@ a key file is created once under ``HUBSYNC_HOME`` (every worker of a deployment 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from pathlib import Path
@@ -89,6 +91,11 @@ def unseal(token: str) -> Secret:
             "stored credentials cannot be decrypted with this HUBSYNC_SECRET_KEY: give every process the key "
             "the connection was made with, or connect the client file again"
         ) from exc
+
+
+def fingerprint(secret: Secret) -> str:
+    """A keyed digest of a secret (HMAC with the operator's key), to recognise it without storing it."""
+    return hmac.new(_load_key(), secret.reveal().encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def generate_key() -> str:

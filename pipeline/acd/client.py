@@ -6,9 +6,11 @@ token lives in process memory only, never in Redis, a message or a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -71,14 +73,27 @@ class _TokenCache:
 TOKENS = _TokenCache()
 
 
+LoginGate = Callable[[], AbstractContextManager[None]]
+"""Wraps every login: the pipeline passes one that lets a single worker log in at a time per API code and
+refuses a password ACD already refused (ACD locks an API code after five failed logins)."""
+
+
 class AcdAuth(httpx.Auth):
     """Sends ``UUID`` and ``CNX``; logs in when there is no token and once more when the token expired."""
 
     requires_response_body = True
 
-    def __init__(self, creds: AcdCredentials, cache: _TokenCache = TOKENS) -> None:
+    def __init__(self, creds: AcdCredentials, cache: _TokenCache = TOKENS, gate: LoginGate | None = None) -> None:
         self.creds = creds
         self.cache = cache
+        self.gate = gate
+
+    def _gated_login(self, stale: str | None) -> Generator[httpx.Request, httpx.Response, str]:
+        with self.gate() if self.gate is not None else contextlib.nullcontext():
+            token = self.cache.get(self.creds.key)
+            if token is not None and token != stale:
+                return token  # another thread of this process logged in while we waited
+            return (yield from self._login())
 
     def __repr__(self) -> str:
         return f"AcdAuth(url={self.creds.url!r}, api_code={self.creds.api_code!r}, password=[secure])"
@@ -118,13 +133,13 @@ class AcdAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self.cache.get(self.creds.key)
         if token is None:
-            token = yield from self._login()
+            token = yield from self._gated_login(None)
         request.headers["UUID"] = token
         request.headers["CNX"] = self.creds.cnx
         response = yield request
         if response.status_code == 401 and _error_code(response) in TOKEN_ERRORS:
             self.cache.drop(self.creds.key, token)
-            token = yield from self._login()
+            token = yield from self._gated_login(token)
             request.headers["UUID"] = token
             yield request
 
@@ -148,10 +163,12 @@ def amount(value: Decimal) -> float:
 class AcdClient:
     """The routes of the ACD contract, raising the error tree of ``pipeline.acd.errors``."""
 
-    def __init__(self, http: httpx.Client, creds: AcdCredentials, cache: _TokenCache = TOKENS) -> None:
+    def __init__(
+        self, http: httpx.Client, creds: AcdCredentials, cache: _TokenCache = TOKENS, gate: LoginGate | None = None
+    ) -> None:
         self.http = http
         self.creds = creds
-        self.auth = AcdAuth(creds, cache)
+        self.auth = AcdAuth(creds, cache, gate)
         self.base = creds.url.rstrip("/") + API
 
     def __repr__(self) -> str:

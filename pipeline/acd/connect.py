@@ -10,6 +10,7 @@ from typing import Any
 from pipeline import runtime
 from pipeline.acd.client import TOKENS, AcdClient, AcdCredentials
 from pipeline.acd.errors import DossierNotFound, DossierNotShared
+from pipeline.acd.login_gate import forget_refusal
 from pipeline.secrets import Secret, seal
 from pipeline.store import Connection, P, Store
 
@@ -64,6 +65,7 @@ def connect(
     creds = AcdCredentials(url=url.rstrip("/"), cnx=cnx, api_code=api_code, password=password)
     client = AcdClient(runtime.http(PROVIDER), creds, TOKENS)
     client.login()
+    forget_refusal(store, creds)
     report = ConnectReport(client_file_id=client_file_id, dossier=dossier)
     listed = {d.get("Id"): d for d in client.dossiers()}
     info = listed.get(dossier)

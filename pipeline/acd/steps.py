@@ -25,6 +25,7 @@ from pipeline.acd.errors import (
     PostOutcomeUnknown,
     ServerUnavailable,
 )
+from pipeline.acd.login_gate import login_gate
 from pipeline.acd.mapping import ack_tag, map_entry, subsidiaries
 from pipeline.breaker import Breaker
 from pipeline.config import settings
@@ -97,7 +98,7 @@ def context(store: Store, client_file_id: str) -> AcdContext:
     s = settings()
     return AcdContext(
         store=store,
-        client=AcdClient(runtime.http(PROVIDER), creds),
+        client=AcdClient(runtime.http(PROVIDER), creds, gate=login_gate(store, creds)),
         dossier=p["dossier"],
         url=p["url"],
         ged_folder=int(p.get("ged_folder", 0)),

@@ -1,0 +1,61 @@
+"""One login at a time per ACD API code, and never a password ACD already refused.
+
+ACD locks an API code for ten minutes after five failed logins in a row. Many workers on many machines
+may need a token at the same moment; without this gate, a changed password would make each of them try
+once and lock the firm out. The gate is a lock shared through Redis, and a refused password is remembered
+(as a keyed fingerprint, never in clear) until the client file is connected again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+from pipeline.acd.client import AcdCredentials, LoginGate
+from pipeline.acd.errors import AccountLocked, AuthenticationFailed
+from pipeline.config import settings
+from pipeline.errors import Deferred
+from pipeline.secrets import fingerprint
+from pipeline.store import LockBusy, P, Store
+
+REFUSED_TTL_SECONDS = 30 * 24 * 3600
+
+
+def _key(creds: AcdCredentials) -> str:
+    return hashlib.sha256("|".join(creds.key).encode()).hexdigest()[:16]
+
+
+def _refused_key(creds: AcdCredentials) -> str:
+    return f"{P}:acd:refused-login:{_key(creds)}"
+
+
+def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
+    """The gate every pipeline login to this server and API code goes through."""
+
+    @contextlib.contextmanager
+    def gate() -> Iterator[None]:
+        timeout = settings().http_timeout_seconds
+        try:
+            with store.lock(f"acd-login:{_key(creds)}", ttl_seconds=timeout + 10, wait_seconds=timeout + 5):
+                if store.r.get(_refused_key(creds)) == fingerprint(creds.password):
+                    raise AuthenticationFailed(
+                        f"ACD refused API code {creds.api_code!r} with this password earlier; no new login is tried "
+                        "until the client file is connected again",
+                        status=401,
+                        code="authentificationInvalide",
+                    )
+                try:
+                    yield
+                except (AuthenticationFailed, AccountLocked):
+                    store.r.set(_refused_key(creds), fingerprint(creds.password), ex=REFUSED_TTL_SECONDS)
+                    raise
+        except LockBusy as exc:
+            raise Deferred("another worker is logging in to this ACD server", retry_after=2.0) from exc
+
+    return gate
+
+
+def forget_refusal(store: Store, creds: AcdCredentials) -> None:
+    """A login succeeded by hand (``connect``): let the workers log in again."""
+    store.r.delete(_refused_key(creds))
