@@ -43,6 +43,16 @@ class Outcome:
     countdown: float = 0.0
 
 
+FINAL_STATES = ("confirmed", "exported", "skipped")
+
+
+def settled_state(rec: Record) -> str:
+    """The state a record is in between steps: a final state a step set, else what its progress says."""
+    if rec.state in FINAL_STATES:
+        return rec.state
+    return "confirmed" if rec.confirmed_at else ("posted" if rec.provider_id else "received")
+
+
 def run_step(
     store: Store,
     rid: str,
@@ -74,7 +84,7 @@ def run_step(
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
         fresh = store.record(rid) or rec
-        state = "confirmed" if fresh.confirmed_at else ("posted" if fresh.provider_id else "received")
+        state = settled_state(fresh)
         store.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
         return Outcome("next")
 
