@@ -89,6 +89,7 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
         "HUBSYNC_RETRY_MAX_SECONDS": "5",
         "HUBSYNC_BREAKER_THRESHOLD": "3",
         "HUBSYNC_BREAKER_COOLDOWN_SECONDS": "2",
+        "HUBSYNC_HTTP_TIMEOUT_SECONDS": "10",
     }
     os.environ.update(env)
     reset_settings()

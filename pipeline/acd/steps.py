@@ -274,7 +274,10 @@ def post(store: Store, rec: Record) -> None:
             if fresh.provider_id:
                 return
             if fresh.post_started_at is not None:
-                wait = fresh.post_started_at + s.acd_index_lag_seconds + 1.0 - now()
+                # The earlier request may still be running on the server until our timeout hit, and a
+                # committed entry takes the indexing lag to become findable: only then is "not found" true.
+                settle = s.http_timeout_seconds + s.acd_index_lag_seconds + 1.0
+                wait = fresh.post_started_at + settle - now()
                 if wait > 0:
                     raise Deferred(
                         f"an earlier post may have landed; looking it up in {wait:.1f}s, once ACD indexed it",
