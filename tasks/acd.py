@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.exceptions import Ignore
 
 from pipeline import runtime
-from pipeline.acd import steps
+from pipeline.acd import reference, steps
 from pipeline.steps import run_step
 from tasks import app
 from tasks.chains import ACD_TASKS
+
+log = logging.getLogger(__name__)
 
 
 class DeadLettered(Exception):
@@ -64,3 +67,16 @@ def post_entry(self: Any, record_id: str, generation: int) -> None:
 def confirm_ack(self: Any, record_id: str, generation: int) -> None:
     """Confirm the entry is in ACD by its ACK code."""
     _run(self, "confirm", record_id, generation)
+
+
+REFRESH_TASK = "hubsync.acd.refresh_reference"
+
+
+@app.task(name=REFRESH_TASK, ignore_result=True)
+def refresh_reference(client_file_id: str | None = None) -> list[dict[str, Any]]:
+    """Refresh the ACD reference data of every connected client file (or one); run by ``hubsync beat``."""
+    outcomes = reference.refresh_connections(runtime.store(), client_file_id)
+    for outcome in outcomes:
+        if not outcome.ok:
+            log.warning("reference refresh of %s failed: %s", outcome.client_file_id, outcome.message)
+    return [o.to_dict() for o in outcomes]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline import documents, runtime
+from pipeline.acd import reference
 from pipeline.acd.client import AcdClient, AcdCredentials
-from pipeline.acd.connect import dossier_scope
 from pipeline.acd.errors import (
     AccountLocked,
     AcdTimeout,
@@ -27,12 +27,13 @@ from pipeline.acd.errors import (
 )
 from pipeline.acd.login_gate import login_gate
 from pipeline.acd.mapping import ack_tag, map_entry, subsidiaries
+from pipeline.acd.reference import dossier_scope
 from pipeline.breaker import Breaker
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, NoConnection, PermanentError
 from pipeline.model import Event
 from pipeline.secrets import unseal
-from pipeline.store import LockBusy, P, Record, Store, now
+from pipeline.store import LockBusy, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
@@ -202,34 +203,30 @@ def _find_document(ctx: AcdContext, name: str) -> int:
     raise MalformedResponse(f"ACD says {name} exists in the GED but does not list it")
 
 
-def _subsidiaries_key(ctx: AcdContext) -> str:
-    return f"{P}:ref:acd:{ctx.scope}:tiers"
-
-
 def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool:
     """Make sure a subsidiary account exists in ACD, creating it once however many workers need it at once.
-    Returns True when this call created it."""
-    known = _subsidiaries_key(ctx)
-    if ctx.store.r.sismember(known, code):
+    Returns True when this call created it; either way it is in the dossier's reference data afterwards."""
+    if reference.has_subsidiary(ctx.store, ctx.scope, code):
         return False
     try:
         with ctx.store.lock(
             f"tiers:{ctx.scope}:{code}", ttl_seconds=settings().http_timeout_seconds * 3, wait_seconds=30
         ):
-            if ctx.store.r.sismember(known, code):
+            if reference.has_subsidiary(ctx.store, ctx.scope, code):
                 return False
             created = ctx.call(ctx.client.create_account, ctx.dossier, kind, code, label)
-            ctx.store.r.sadd(known, code)
+            reference.add_subsidiary(ctx.store, ctx.scope, code)
             return created
     except LockBusy as exc:
         raise Deferred(f"another worker is creating subsidiary account {code}", retry_after=2.0) from exc
 
 
 def map_step(store: Store, rec: Record) -> None:
-    """Check the entry against ACD's rules, create missing subsidiary accounts, and build the body to post."""
+    """Check the entry against the dossier's reference data, create missing subsidiaries, build the body to post."""
     event = _event(rec)
     counterparties = subsidiaries(event.entry)
     ctx = context(store, rec.client_file_id)
+    reference.check_with_refresh(store, ctx, event.entry)
     for cp in counterparties:
         if ensure_subsidiary(ctx, cp.kind, cp.code, (cp.name or cp.code)[:60]):
             store.add_attempt(rec.id, {"step": "map", "outcome": "created_subsidiary", "code": cp.code})

@@ -1,0 +1,295 @@
+"""Reference data of each ACD dossier, kept in Redis: journals, chart of accounts, subsidiary accounts and
+GED tree, with the time of the last refresh. An entry is checked against it before any call to ACD, so
+that what ACD would refuse is refused here with a precise message, and nothing is posted in vain.
+
+Keys, per dossier scope (``dossier_scope(url, dossier)``)::
+
+    hubsync:ref:acd:{scope}            hash: dossier, journals (JSON), ged_tree (JSON), refreshed_at
+    hubsync:ref:acd:{scope}:generaux   set of general account codes
+    hubsync:ref:acd:{scope}:tiers      set of client (C…) and supplier (F…) account codes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline.acd.client import AcdClient
+from pipeline.acd.errors import (
+    AccountLocked,
+    AuthenticationFailed,
+    EntryRefused,
+    InvoiceNumberManagementOff,
+    UnknownAccount,
+    UnknownJournal,
+)
+from pipeline.errors import HubsyncError
+from pipeline.model import Entry
+from pipeline.store import LockBusy, P, Store, now
+
+if TYPE_CHECKING:
+    from pipeline.acd.steps import AcdContext
+
+T = TypeVar("T")
+
+
+def dossier_scope(url: str, dossier: str) -> str:
+    """The identity of an ACD dossier (server + code), in which ACK and subsidiary codes are unique."""
+    return hashlib.sha256(f"{url.rstrip('/')}|{dossier}".encode()).hexdigest()[:16]
+
+
+def _key(scope: str) -> str:
+    return f"{P}:ref:acd:{scope}"
+
+
+def tiers_key(scope: str) -> str:
+    """The Redis set of a dossier's subsidiary (client and supplier) account codes."""
+    return f"{_key(scope)}:tiers"
+
+
+def _general_key(scope: str) -> str:
+    return f"{_key(scope)}:generaux"
+
+
+@dataclass
+class Reference:
+    """What ACD holds for one dossier, as of ``refreshed_at``."""
+
+    scope: str
+    dossier: str
+    journals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    general: set[str] = field(default_factory=set)
+    subsidiaries: set[str] = field(default_factory=set)
+    ged_tree: list[dict[str, Any]] = field(default_factory=list)
+    refreshed_at: float = 0.0
+
+    @property
+    def clients(self) -> set[str]:
+        """Client account codes (``C…``)."""
+        return {c for c in self.subsidiaries if c.startswith("C")}
+
+    @property
+    def suppliers(self) -> set[str]:
+        """Supplier account codes (``F…``)."""
+        return {c for c in self.subsidiaries if c.startswith("F")}
+
+    def journals_without_invoice_numbers(self) -> list[str]:
+        """Codes of the journals whose invoice-number management is off."""
+        return sorted(code for code, j in self.journals.items() if j.get("NumeroFacture") is not True)
+
+    def age_seconds(self) -> float:
+        """How long ago this data was fetched from ACD."""
+        return max(0.0, now() - self.refreshed_at)
+
+
+def _codes(items: list[dict[str, Any]]) -> set[str]:
+    return {str(item["Code"]) for item in items if item.get("Code")}
+
+
+def fetch(client: AcdClient, dossier: str, url: str | None = None, call: Callable[..., Any] | None = None) -> Reference:
+    """Read every piece of a dossier's reference data from ACD (five GETs); stores nothing."""
+
+    def plain(fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    run = call or plain
+    journals = run(client.journals, dossier)
+    general = run(client.accounts, dossier, "generaux")
+    clients = run(client.accounts, dossier, "clients")
+    suppliers = run(client.accounts, dossier, "fournisseurs")
+    ged_tree = run(client.ged_tree, dossier)
+    return Reference(
+        scope=dossier_scope(url or client.creds.url, dossier),
+        dossier=dossier,
+        journals={str(j["Code"]): j for j in journals if j.get("Code")},
+        general=_codes(general),
+        subsidiaries=_codes(clients) | _codes(suppliers),
+        ged_tree=ged_tree,
+        refreshed_at=now(),
+    )
+
+
+def save(store: Store, ref: Reference) -> None:
+    """Replace the stored reference data of a dossier, all at once."""
+    pipe = store.r.pipeline(transaction=True)
+    pipe.delete(_general_key(ref.scope), tiers_key(ref.scope))
+    if ref.general:
+        pipe.sadd(_general_key(ref.scope), *sorted(ref.general))
+    if ref.subsidiaries:
+        pipe.sadd(tiers_key(ref.scope), *sorted(ref.subsidiaries))
+    pipe.hset(
+        _key(ref.scope),
+        mapping={
+            "dossier": ref.dossier,
+            "journals": json.dumps(ref.journals, separators=(",", ":")),
+            "ged_tree": json.dumps(ref.ged_tree, separators=(",", ":")),
+            "refreshed_at": ref.refreshed_at,
+        },
+    )
+    pipe.execute()
+
+
+def load(store: Store, scope: str) -> Reference | None:
+    """The stored reference data of a dossier, or None if it was never fetched."""
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hgetall(_key(scope))
+    pipe.smembers(_general_key(scope))
+    pipe.smembers(tiers_key(scope))
+    meta, general, tiers = pipe.execute()
+    if not meta or not meta.get("refreshed_at"):
+        return None
+    return Reference(
+        scope=scope,
+        dossier=meta.get("dossier", ""),
+        journals=json.loads(meta.get("journals") or "{}"),
+        general=set(general),
+        subsidiaries=set(tiers),
+        ged_tree=json.loads(meta.get("ged_tree") or "[]"),
+        refreshed_at=float(meta["refreshed_at"]),
+    )
+
+
+def refreshed_at(store: Store, scope: str) -> float | None:
+    """When a dossier's reference data was last fetched, or None."""
+    raw = store.r.hget(_key(scope), "refreshed_at")
+    return float(raw) if raw else None
+
+
+def has_subsidiary(store: Store, scope: str, code: str) -> bool:
+    """Whether a subsidiary account is known to exist in the dossier."""
+    return bool(store.r.sismember(tiers_key(scope), code))
+
+
+def add_subsidiary(store: Store, scope: str, code: str) -> None:
+    """Record at once a subsidiary account created in (or found in) the dossier."""
+    store.r.sadd(tiers_key(scope), code)
+
+
+def refresh(
+    store: Store, source: AcdContext | AcdClient, url: str | None = None, dossier: str | None = None
+) -> Reference:
+    """Fetch a dossier's reference data from ACD and store it; ``source`` is a step context or a client."""
+    if isinstance(source, AcdClient):
+        if dossier is None:
+            raise ValueError("refresh with a client needs the dossier code")
+        ref = fetch(source, dossier, url)
+    else:
+        ref = fetch(source.client, source.dossier, source.url, source.call)
+    save(store, ref)
+    return ref
+
+
+def check_entry(entry: Entry, ref: Reference) -> None:
+    """Refuse what ACD would refuse about journal, accounts and invoice number, naming what is wrong."""
+    journal = ref.journals.get(entry.journal_code)
+    if journal is None:
+        known = ", ".join(sorted(ref.journals)) or "none"
+        raise UnknownJournal(
+            f"journal {entry.journal_code!r} does not exist in ACD dossier {ref.dossier} (its journals: {known})",
+            code="journalInexistant",
+        )
+    accounts = [line.account for line in entry.lines if line.counterparty is None]
+    unknown = list(dict.fromkeys(a for a in accounts if a not in ref.general))
+    if unknown:
+        if not ref.general:
+            message = (
+                f"account {', '.join(unknown)} cannot be used: the chart of accounts of ACD dossier {ref.dossier} "
+                "is empty"
+            )
+        elif len(unknown) == 1:
+            message = f"account {unknown[0]} is not in the chart of accounts of ACD dossier {ref.dossier}"
+        else:
+            message = f"accounts {', '.join(unknown)} are not in the chart of accounts of ACD dossier {ref.dossier}"
+        raise UnknownAccount(message, code="compteInexistant")
+    if entry.invoice_number and journal.get("NumeroFacture") is not True:
+        raise InvoiceNumberManagementOff(
+            f"the entry carries invoice number {entry.invoice_number!r} but invoice-number management is off on "
+            f"journal {entry.journal_code} of ACD dossier {ref.dossier}",
+            code="numeroFactureNonActive",
+        )
+
+
+def current(store: Store, ctx: AcdContext) -> Reference:
+    """The stored reference data of a context's dossier, fetched first if there is none yet."""
+    return load(store, ctx.scope) or _refresh_once(store, ctx, since=0.0)
+
+
+def _refresh_once(store: Store, ctx: AcdContext, since: float) -> Reference:
+    """Refresh unless another worker already did after ``since`` (many entries failing at once refresh once)."""
+    try:
+        with store.lock(f"ref:{ctx.scope}", ttl_seconds=120, wait_seconds=30):
+            ref = load(store, ctx.scope)
+            if ref is not None and ref.refreshed_at > since:
+                return ref
+            return refresh(store, ctx)
+    except LockBusy:
+        return refresh(store, ctx)
+
+
+def check_with_refresh(store: Store, ctx: AcdContext, entry: Entry) -> Reference:
+    """Check an entry; when a check fails, refresh the (maybe stale) reference data once and check again."""
+    started = now()
+    ref = current(store, ctx)
+    try:
+        check_entry(entry, ref)
+    except EntryRefused:
+        if ref.refreshed_at >= started:
+            raise
+        ref = _refresh_once(store, ctx, since=started)
+        check_entry(entry, ref)
+    return ref
+
+
+@dataclass
+class RefreshOutcome:
+    """What refreshing one client file's reference data gave."""
+
+    client_file_id: str
+    dossier: str
+    ok: bool
+    message: str
+    journals: int = 0
+    general_accounts: int = 0
+    subsidiary_accounts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for ``--json``."""
+        return dict(self.__dict__)
+
+
+def refresh_connections(store: Store, client_file_id: str | None = None) -> list[RefreshOutcome]:
+    """Refresh the reference data of every ACD connection (or one client file's), each dossier once."""
+    from pipeline.acd.steps import PROVIDER, context
+
+    done: dict[str, Reference] = {}
+    out: list[RefreshOutcome] = []
+    for conn in store.connections(client_file_id):
+        if conn.provider != PROVIDER:
+            continue
+        dossier = str(conn.params.get("dossier", ""))
+        try:
+            ctx = context(store, conn.client_file_id)
+            ref = done.get(ctx.scope) or refresh(store, ctx)
+        except HubsyncError as exc:
+            if isinstance(exc, AuthenticationFailed | AccountLocked) and exc.status in (401, 423):
+                store.set_connection_status(conn.client_file_id, PROVIDER, "auth_failed", exc.error_class)
+            out.append(RefreshOutcome(conn.client_file_id, dossier, False, f"{exc.error_class}: {exc.message}"))
+            continue
+        done[ctx.scope] = ref
+        if conn.status == "incomplete" and ref.general:
+            store.set_connection_status(conn.client_file_id, PROVIDER, "ready")
+        out.append(
+            RefreshOutcome(
+                conn.client_file_id,
+                dossier,
+                True,
+                "refreshed" if ref.general else "refreshed; the chart of accounts is empty",
+                journals=len(ref.journals),
+                general_accounts=len(ref.general),
+                subsidiary_accounts=len(ref.subsidiaries),
+            )
+        )
+    return out
