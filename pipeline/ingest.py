@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from pipeline.cegid.export import fan_out_cegid_loop
 from pipeline.deadletters import Enqueue, dead_letter_event
 from pipeline.errors import InvalidEvent, NoConnection
 from pipeline.model import Event
@@ -170,4 +171,7 @@ def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enque
         return rid, True
 
 
-FANOUT: dict[str, Callable[[Store, Event, dict[str, Any], Enqueue], tuple[str, bool]]] = {"acd": fan_out_acd}
+FANOUT: dict[str, Callable[[Store, Event, dict[str, Any], Enqueue], tuple[str, bool]]] = {
+    "acd": fan_out_acd,
+    "cegid_loop": fan_out_cegid_loop,
+}

@@ -15,7 +15,16 @@ ACD_TASKS = {
     "post": "hubsync.acd.post_entry",
     "confirm": "hubsync.acd.confirm_ack",
 }
-CHAINS: dict[str, dict[str, str]] = {"acd": ACD_TASKS}
+CEGID_LOOP_TASKS = {
+    "fetch": "hubsync.cegid_loop.fetch",
+    "check": "hubsync.cegid_loop.check",
+    "rename": "hubsync.cegid_loop.rename",
+    "map": "hubsync.cegid_loop.map",
+    "deposit": "hubsync.cegid_loop.deposit",
+    "confirm": "hubsync.cegid_loop.confirm",
+}
+EXPORT_TASK = "hubsync.cegid_loop.export"
+CHAINS: dict[str, dict[str, str]] = {"acd": ACD_TASKS, "cegid_loop": CEGID_LOOP_TASKS}
 
 
 def signatures(provider: str, record_id: str, generation: int, from_step: str) -> list[Signature]:

@@ -1,0 +1,186 @@
+"""Pending documents and the daily export to Cegid Loop (20:00 UTC).
+
+Ingest records each receipt, supplier invoice and customer invoice of a connected client file as a pending
+record (``cegid_loop:{client file}:{document}``) in a per-client-file queue ordered by arrival time; it
+exports nothing. The export takes the documents that arrived before it started and starts one chain per
+document, exactly once even when two exports overlap:
+
+- a lock per client file lets one export at a time take documents;
+- a per-record marker (``export_id``, set with HSETNX) lets only one export start a record's chain, even if
+  the lock expired under a slow export; a marker left by an export that crashed before it enqueued is taken
+  over by the next one;
+- documents that arrive while an export runs have a later arrival time and wait for the next export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipeline.cegid.connect import PROVIDER, context, ensure_folder
+from pipeline.cegid.mapping import EXPORTED_KINDS
+from pipeline.config import settings
+from pipeline.deadletters import Enqueue
+from pipeline.model import Event
+from pipeline.store import LockBusy, P, Store, now, record_id
+
+log = logging.getLogger(__name__)
+
+EXPORT_HOUR_UTC = 20
+EXPORT_LOCK_TTL_SECONDS = 300.0
+EXPORT_LOCK_WAIT_SECONDS = 60.0
+EXPORTS_KEPT = 60
+FIRST_STEP = "fetch"
+
+
+def next_export_at(current: datetime | None = None) -> datetime:
+    """The next daily export (20:00 UTC) strictly after ``current``, whatever the machine's time zone."""
+    moment = datetime.now(UTC) if current is None else current
+    if moment.tzinfo is None:
+        raise ValueError("next_export_at needs an aware datetime (a naive one would be read in local time)")
+    moment = moment.astimezone(UTC)
+    run = moment.replace(hour=EXPORT_HOUR_UTC, minute=0, second=0, microsecond=0)
+    return run if run > moment else run + timedelta(days=1)
+
+
+def pending_key(client_file_id: str) -> str:
+    """The Redis sorted set of a client file's pending records, scored by arrival time."""
+    return f"{P}:cegid_loop:pending:{client_file_id}"
+
+
+def _rkey(rid: str) -> str:
+    return f"{P}:rec:{{{rid}}}"
+
+
+def _live_key(export_id: str) -> str:
+    return f"{P}:cegid_loop:export_live:{export_id}"
+
+
+def pending(store: Store, client_file_id: str) -> list[str]:
+    """The record ids waiting for the next export, oldest first."""
+    members: list[str] = store.r.zrange(pending_key(client_file_id), 0, -1)
+    return members
+
+
+def fan_out_cegid_loop(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> tuple[str, bool]:
+    """Record the event's receipts and invoices as pending for the next export; says whether it acted."""
+    cf = event.client_file_id
+    seen = store.r.set(f"{P}:cegid_loop:seen:{cf}:{event.event_id}", "1", nx=True, ex=settings().event_ttl_seconds)
+    rids = []
+    for doc in event.documents:
+        if doc.kind not in EXPORTED_KINDS:
+            continue
+        rid = record_id(PROVIDER, cf, doc.id)
+        rids.append(rid)
+        with store.lock(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
+            rec = store.record(rid)
+            if rec is None:
+                store.create_record(rid, data, event.event_id)
+                store.update(rid, step="pending")
+                store.update_doc(rid, doc.id, filename=doc.filename, kind=doc.kind)
+                store.r.sadd(f"{P}:entry:{event.entry.id}", rid)
+                store.r.zadd(pending_key(cf), {rid: now()})
+            elif rec.event_id != event.event_id and rec.step == "pending" and rec.state == "received":
+                # Validated again before the export: the deposit will carry the latest metadata.
+                store.update(rid, event=data, event_id=event.event_id)
+    shown = ", ".join(rids) or record_id(PROVIDER, cf, f"{event.entry.id} (no receipt or invoice)")
+    return shown, bool(seen)
+
+
+@dataclass
+class ExportResult:
+    """What one export of one client file did."""
+
+    client_file_id: str
+    export_id: str
+    started_at: float
+    enqueued: list[str] = field(default_factory=list)
+    already_started: list[str] = field(default_factory=list)
+    left_for_next: int = 0
+    folder_id: str = ""
+    folder_replaced: bool = False
+    busy: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for ``--json`` and the export history."""
+        return {
+            "client_file_id": self.client_file_id,
+            "export_id": self.export_id,
+            "started_at": self.started_at,
+            "enqueued": len(self.enqueued),
+            "already_started": len(self.already_started),
+            "left_for_next": self.left_for_next,
+            "folder_id": self.folder_id,
+            "folder_replaced": self.folder_replaced,
+            "busy": self.busy,
+        }
+
+
+def _claim(store: Store, rid: str, export_id: str) -> bool:
+    """Take a pending record for this export; False when another export holds it or it already started."""
+    key = _rkey(rid)
+    if store.r.hsetnx(key, "export_id", export_id):
+        return True
+    holder = store.r.hget(key, "export_id")
+    if holder == export_id:
+        return True
+    if holder and store.r.exists(_live_key(holder)):
+        return False
+    if store.r.hget(key, "step") != "pending":
+        return False
+    store.r.hset(key, "export_id", export_id)  # its export crashed before it enqueued: take it over
+    return True
+
+
+def run_export(
+    store: Store, client_file_id: str, enqueue: Enqueue, on_enqueued: Callable[[str], None] | None = None
+) -> ExportResult:
+    """Export a client file now: check the partner folder, then start one chain per pending document."""
+    export_id = f"exp_{int(now() * 1000):x}{uuid.uuid4().hex[:6]}"
+    result = ExportResult(client_file_id, export_id, now())
+    try:
+        with store.lock(f"cegid_loop:export:{client_file_id}", EXPORT_LOCK_TTL_SECONDS, EXPORT_LOCK_WAIT_SECONDS):
+            cutoff = result.started_at = now()
+            store.r.set(_live_key(export_id), "1", px=int(EXPORT_LOCK_TTL_SECONDS * 1000))
+            try:
+                ctx = context(store, client_file_id)
+                result.folder_id, result.folder_replaced = ensure_folder(ctx)
+                taken: list[str] = store.r.zrangebyscore(pending_key(client_file_id), "-inf", cutoff)
+                for rid in taken:
+                    if not _claim(store, rid, export_id):
+                        result.already_started.append(rid)
+                    else:
+                        generation = int(store.r.hget(_rkey(rid), "generation") or 0)
+                        store.update(rid, step="queued")
+                        enqueue(PROVIDER, rid, generation, FIRST_STEP)
+                        result.enqueued.append(rid)
+                        if on_enqueued is not None:
+                            on_enqueued(rid)
+                    store.r.zrem(pending_key(client_file_id), rid)
+                result.left_for_next = int(store.r.zcard(pending_key(client_file_id)))
+            finally:
+                store.r.delete(_live_key(export_id))
+    except LockBusy:
+        result.busy = True
+        log.warning("export of %s: another export held the lock for %.0fs", client_file_id, EXPORT_LOCK_WAIT_SECONDS)
+        return result
+    history = f"{P}:cegid_loop:exports:{client_file_id}"
+    store.r.lpush(history, json.dumps({**result.to_dict(), "finished_at": now()}))
+    store.r.ltrim(history, 0, EXPORTS_KEPT - 1)
+    log.info("export %s of %s: %d document(s) started", export_id, client_file_id, len(result.enqueued))
+    return result
+
+
+def exports(store: Store, client_file_id: str) -> list[dict[str, Any]]:
+    """The client file's latest exports, newest first."""
+    return [json.loads(raw) for raw in store.r.lrange(f"{P}:cegid_loop:exports:{client_file_id}", 0, -1)]
+
+
+def connected_client_files(store: Store) -> list[str]:
+    """Every client file with a Cegid Loop connection."""
+    return [conn.client_file_id for conn in store.connections() if conn.provider == PROVIDER]
