@@ -8,8 +8,14 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from pipeline import runtime
+from tasks import kombu_fixes
 
-app = Celery("hubsync", include=["tasks.ingest", "tasks.acd"])
+kombu_fixes.apply()
+
+# Every task counts its deliveries (a poison message is dead-lettered, not run forever): tasks.delivery.
+app = Celery(
+    "hubsync", include=["tasks.ingest", "tasks.acd", "tasks.cegid_loop"], task_cls="tasks.delivery:HubsyncTask"
+)
 app.config_from_object("celeryconfig")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pipeline import runtime
 from pipeline.config import settings
 from pipeline.ingest import ingest
+from pipeline.redact import event_argsrepr
 from pipeline.retry import backoff_seconds
 from tasks import app
 from tasks.chains import enqueue
@@ -25,4 +26,5 @@ def ingest_event(self: Any, event: Any) -> None:
         # Ingest is idempotent, so a failure half-way (Redis gone, broker gone) is retried, never dropped.
         countdown = backoff_seconds(self.request.retries, settings().retry)
         log.warning("ingest failed (%s); retry in %.1fs", type(exc).__name__, countdown)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        # The retried message shows ids only, like the first one (Flower must never see the event's URLs).
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None, argsrepr=event_argsrepr(event)) from exc

@@ -1,0 +1,79 @@
+"""The base class of every hubsync task: caps redeliveries and survives a Redis restart mid-task."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import Ignore, Retry
+
+from pipeline import runtime
+from pipeline.config import settings
+from pipeline.deliveries import finished, poisoned
+from pipeline.retry import backoff_seconds
+
+log = logging.getLogger(__name__)
+REDIS_WAIT_SECONDS = 60.0
+
+
+def _step_of(task_name: str) -> tuple[str | None, str]:
+    from tasks.chains import CHAINS
+
+    for chain_tasks in CHAINS.values():
+        for step, name in chain_tasks.items():
+            if name == task_name:
+                return step, step
+    return None, task_name.rsplit(".", 1)[-1]
+
+
+class HubsyncTask(Task):  # type: ignore[misc]
+    """Counts each run of a message (dead-letters it past ``HUBSYNC_MAX_DELIVERIES``) and retries, instead of
+    failing, a task that lost Redis half-way (the record is the truth: running the step again is safe)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly or not request.id:
+            return super().__call__(*args, **kwargs)
+        try:
+            step, name = _step_of(self.name)
+            record_id = args[0] if step is not None and args and isinstance(args[0], str) else None
+            event = args[0] if self.name == "hubsync.ingest_event" and args else None
+            if poisoned(runtime.store(), request.id, request.retries, record_id, name, event):
+                raise Ignore()
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    finished(runtime.store(), request.id, request.retries)
+        except (Ignore, Retry):
+            raise
+        except redis.RedisError as exc:
+            # Retrying publishes a message: wait for Redis first, or Celery would drop this one (Reject) when
+            # the publish fails. If Redis stays away, the message is still unacked there and comes back.
+            back = _wait_for_redis(REDIS_WAIT_SECONDS)
+            countdown = backoff_seconds(request.retries, settings().retry)
+            log.warning(
+                "%s lost Redis (%s; %s); retry in %.1fs",
+                self.name,
+                type(exc).__name__,
+                "back" if back else "still away",
+                countdown,
+            )
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+
+
+def _wait_for_redis(timeout_seconds: float) -> bool:
+    """Wait until the store answers again; False if it did not within ``timeout_seconds``."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            runtime.store().r.ping()
+            return True
+        except redis.RedisError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
