@@ -1,0 +1,123 @@
+"""`hubsync reconcile` against the real pipeline: green when every entry landed once, and precise when an
+entry is missing from ACD, posted twice, or present in ACD without any hub record."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+
+from pipeline.acd.steps import context
+from pipeline.samples import sample_entry, sample_event
+from tests.conftest import Hub, run_cli
+
+pytestmark = pytest.mark.integration
+FIRM, DOSSIER = "martin", "MARTIN01"
+
+
+def _reconcile(hub: Hub, cf: str) -> tuple[int, dict]:
+    shown = run_cli(hub.env, "reconcile", "--client-file", cf, "--json")
+    assert shown.stderr == ""
+    (result,) = json.loads(shown.stdout)["client_files"]
+    return shown.returncode, result
+
+
+def test_reconcile_is_green_after_a_clean_run_and_names_missing_duplicated_and_unknown(hub: Hub) -> None:
+    # given three entries that landed normally
+    cf = hub.cf("recon")
+    hub.connect_acd(cf, firm=FIRM, dossier=DOSSIER)
+    entries = []
+    for n in range(3):
+        entry = sample_entry("bank_transaction", 400 + n)
+        entry["id"] = f"ent_recon_{n}_{hub.run}"
+        hub.emit(sample_event(cf, entry))
+        entries.append(entry["id"])
+    records = hub.wait_states(cf, entries, states=("confirmed",))
+    # then reconcile finds each of them once in ACD
+    code, result = _reconcile(hub, cf)
+    assert code == 0 and result["ok"] is True, result
+    assert (result["records"], result["landed"]) == (3, 3)
+    assert result["missing"] == result["duplicated"] == result["unknown"] == []
+    text = run_cli(hub.env, "reconcile", "--client-file", cf)
+    assert text.returncode == 0 and "3 landed, 0 missing, 0 duplicated, 0 unknown" in text.stdout
+    # when the first entry is posted a second time behind the hub's back, an entry with an ACK code the hub
+    # never allocated appears, and the third entry's code is no longer in ACD (as if deleted there)
+    ctx = context(hub.store, cf)
+    first, third = records[entries[0]], records[entries[2]]
+    ctx.client.post_entry(first.payload)
+    foreign = copy.deepcopy(first.payload)
+    for line in foreign["LignesEcriture"]:
+        line["Libelle"] = line["Libelle"].replace(f"(#{first.ack}#)", "(#Q9Q9#)")
+    assert hub.store.r.hget(f"hubsync:ack:acd:{ctx.scope}", "Q9Q9") is None
+    ctx.client.post_entry(foreign)
+    hub.store.update(third.id, ack="Z9Z9")
+    time.sleep(2.5)  # ACD's indexing lag
+    # then reconcile fails and names each one
+    code, result = _reconcile(hub, cf)
+    assert code == 1 and result["ok"] is False
+    assert [(d["entry_id"], len(d["provider_ids"])) for d in result["duplicated"]] == [(entries[0], 2)]
+    assert [(m["entry_id"], m["ack"]) for m in result["missing"]] == [(entries[2], "Z9Z9")]
+    assert [u["ack"] for u in result["unknown"]] == ["Q9Q9"]
+    text = run_cli(hub.env, "reconcile", "--client-file", cf)
+    assert text.returncode == 1
+    assert f"duplicated {entries[0]}" in text.stdout and "unknown    (#Q9Q9#): ACD ids" in text.stdout
+    assert f"missing    {entries[2]} (#Z9Z9#)" in text.stdout
+
+
+def test_reconcile_of_a_client_file_without_acd_fails_clearly(hub: Hub) -> None:
+    shown = run_cli(hub.env, "reconcile", "--client-file", hub.cf("nothing"))
+    assert shown.returncode == 1 and "has no ACD or Cegid Loop connection" in shown.stderr
+
+
+def test_reconcile_checks_cegid_loop_documents_by_name_in_the_partner_folder(hub: Hub, tmp_path) -> None:
+    from pipeline.cegid.connect import connect as connect_loop
+    from pipeline.cegid.connect import context as loop_context
+    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
+    from pipeline.samples import document_ref, tiny_pdf
+    from pipeline.secrets import Secret
+
+    # given a client file on Cegid Loop whose two documents were exported
+    cf = hub.cf("reconloop")
+    dossier = f"RL{hub.run}".upper()
+    hub.sandbox.app("cegid").add_dossier(dossier, "Client reconcile", api_keys=[DEMO_API_KEY])
+    connect_loop(
+        hub.store,
+        cf,
+        hub.sandbox.app_url("cegid"),
+        dossier,
+        DEMO_DOMAIN,
+        DEMO_API_KEY,
+        Secret(DEMO_API_SECRET),
+        Secret(DEMO_SUBSCRIPTION_KEY),
+    )
+    docs = []
+    for n in range(2):
+        entry = sample_entry("purchase", 420 + n)
+        entry["id"] = f"ent_rl_{n}_{hub.run}"
+        data = tiny_pdf(f"reconcile loop {n} {hub.run}")
+        doc_id = f"doc_rl_{n}_{hub.run}"
+        info = hub.sandbox.docs.put(doc_id, data, content_type="application/pdf", filename=f"rl{n}.pdf")
+        hub.emit(sample_event(cf, entry, documents=[document_ref(doc_id, info["url"], data, "receipt", "r.pdf")]))
+        docs.append(doc_id)
+    hub.wait(lambda: all(hub.store.record(f"cegid_loop:{cf}:{d}") for d in docs), 30, "Loop records")
+    exported = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--timeout", "60", "--json")
+    assert exported.returncode == 0, exported.stderr
+    # then reconcile finds each of them once in the partner folder
+    code, result = _reconcile(hub, cf)
+    assert code == 0 and result["provider"] == "cegid_loop" and result["landed"] == 2, result
+    # when a file the hub never sent appears in the folder, and one exported document is not there any more
+    ctx = loop_context(hub.store, cf)
+    rec = hub.store.record(f"cegid_loop:{cf}:{docs[0]}")
+    foreign = tmp_path / "foreign.pdf"
+    foreign.write_bytes(tiny_pdf("deposited by hand"))
+    body = {"dossierPartenaireId": ctx.folder_id, **rec.payload}
+    ctx.client.deposit(ctx.dossier, body, f"by-hand-{hub.run}.pdf", foreign, "application/pdf")
+    moved = hub.store.record(f"cegid_loop:{cf}:{docs[1]}").docs[docs[1]]["name"]
+    hub.store.update_doc(f"cegid_loop:{cf}:{docs[1]}", docs[1], name=f"gone-{hub.run}.pdf")
+    # then reconcile names them (the record's old file, no longer its own, is unknown as well)
+    code, result = _reconcile(hub, cf)
+    assert code == 1
+    assert sorted(u["name"] for u in result["unknown"]) == sorted([f"by-hand-{hub.run}.pdf", moved])
+    assert [(m["entry_id"], m["name"]) for m in result["missing"]] == [(docs[1], f"gone-{hub.run}.pdf")]

@@ -1,0 +1,204 @@
+"""The dashboard's plain functions over a real Redis, without Flask: filters, groups, masking, replays, health."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from pipeline.dashboard import queries
+from pipeline.dashboard.auth import UsersError, authenticate, make_entry, parse_users
+from pipeline.deadletters import dead_letter_event, dead_letter_record
+from pipeline.errors import InvalidEvent, PermanentError
+from pipeline.redact import MASK, event_argsrepr, mask, mask_url
+from pipeline.store import Connection, Store, record_id
+
+DAY = 86400.0
+
+
+class UnknownAccount(PermanentError):
+    """Stands for the ACD error of the same name."""
+
+    default_hint = "Add the account to the chart, then replay."
+
+
+@pytest.fixture
+def store(redis_server: Any) -> Iterator[Store]:
+    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/7", decode_responses=True)
+    client.flushdb()
+    yield Store(client)
+    client.flushdb()
+
+
+def _event(cf: str, entry_id: str, label: str = "Loyer janvier") -> dict[str, Any]:
+    return {
+        "event_id": f"evt_{entry_id}",
+        "client_file_id": cf,
+        "entry": {"id": entry_id, "label": label, "lines": [{"account": "613200", "label": "Loyer bureau"}]},
+        "documents": [{"id": "d1", "url": "https://docs.hub.example/d/1?token=SECRET123&sig=abc"}],
+        "password": "hunter2-password",
+    }
+
+
+def _dead(store: Store, cf: str, entry_id: str, error: Any, step: str = "post", created_at: float = 0.0) -> str:
+    rid = record_id("acd", cf, entry_id)
+    store.create_record(rid, _event(cf, entry_id), f"evt_{entry_id}")
+    store.add_attempt(rid, {"step": step, "outcome": "dead", **error.to_dict()})
+    rec = store.record(rid)
+    assert rec is not None
+    dl = dead_letter_record(store, rec, step, error)
+    if created_at:
+        data = store.dead_letter(dl.id)
+        assert data is not None
+        data.created_at = created_at
+        store.r.hset(f"hubsync:dlq:{dl.id}", "data", json.dumps(data.to_dict()))
+    return dl.id
+
+
+def test_filter_narrows_by_each_dimension_and_searches_ids_labels_and_error_text(store: Store) -> None:
+    a = _dead(store, "cf_a", "ent_1", UnknownAccount("account 681234 is not in the chart"), created_at=10 * DAY)
+    b = _dead(store, "cf_b", "ent_2", UnknownAccount("account 689999 is not in the chart"), created_at=20 * DAY)
+    c = _dead(store, "cf_a", "ent_3", PermanentError("label refused"), step="map", created_at=20 * DAY)
+    dead_letter_event(store, {"event_id": "bad", "entry": {"id": "ent_4"}}, InvalidEvent("entry.kind: bad"))
+
+    def ids(**args: str) -> set[str]:
+        return {dl.id for dl in queries.dead_letters(store, queries.Filter.from_args(args))}
+
+    assert ids(provider="acd") == {a, b, c}
+    assert ids(client_file="cf_a") == {a, c}
+    assert ids(error_class="UnknownAccount") == {a, b}
+    assert ids(step="map") == {c}
+    assert ids(date_from="1970-01-15", provider="acd") == {b, c}
+    assert ids(date_to="1970-01-15", provider="acd") == {a}
+    assert ids(q="ent_2") == {b}
+    assert ids(q="loyer 689999") == {b}
+    assert ids(q="LABEL refused") == {c}
+    assert len(ids(provider="ingest")) == 1
+    assert ids(date_from="not a date", provider="acd") == {a, b, c}
+
+
+def test_groups_and_facets_count_dead_letters_by_cause(store: Store) -> None:
+    for n in range(3):
+        _dead(store, "cf_a", f"ent_{n}", UnknownAccount(f"account 68{n} missing"))
+    _dead(store, "cf_a", "ent_9", PermanentError("other"), step="map")
+    letters = queries.dead_letters(store, queries.Filter())
+    groups = queries.groups(letters)
+    assert [(g.error_class, g.count) for g in groups] == [("UnknownAccount", 3), ("PermanentError", 1)]
+    assert groups[0].filter(queries.Filter()).params() == {
+        "provider": "acd",
+        "client_file": "cf_a",
+        "step": "post",
+        "error_class": "UnknownAccount",
+    }
+    facets = queries.facets(letters)
+    assert facets["error_class"] == [("UnknownAccount", 3), ("PermanentError", 1)]
+    assert facets["step"] == [("post", 3), ("map", 1)]
+
+
+def test_detail_masks_secrets_and_document_tokens_and_shows_attempts_and_states(store: Store) -> None:
+    dl_id = _dead(store, "cf_a", "ent_1", UnknownAccount("see https://acd.example/api?password=pw123 for details"))
+    shown = queries.detail(store, dl_id, flower_url="https://flower.example/")
+    assert shown is not None
+    assert "SECRET123" not in shown.event_json and "hunter2" not in shown.event_json
+    assert f"token={MASK}&sig={MASK}" in shown.event_json
+    assert "pw123" not in shown.message and "pw123" not in str(shown.attempts)
+    assert [a["error_class"] for a in shown.attempts] == ["UnknownAccount"]
+    assert [(s.provider, s.state) for s in shown.states] == [("acd", "dead")]
+    assert shown.flower_url == "https://flower.example/tasks?name=hubsync.acd.post_entry&state=FAILURE"
+    assert queries.detail(store, "dl_nope") is None
+
+
+def test_replay_many_resumes_each_chain_audits_who_and_refuses_the_closed_ones(store: Store) -> None:
+    first = _dead(store, "cf_a", "ent_1", UnknownAccount("x"))
+    second = _dead(store, "cf_a", "ent_2", UnknownAccount("y"))
+    enqueued: list[tuple[str, str, int, str]] = []
+    flt = queries.Filter(client_file="cf_a")
+    ids = queries.matching_ids(store, flt)
+    result = queries.replay_many(store, ids, lambda *a: enqueued.append(a), lambda raw: "ok", who="alice")
+    assert sorted(result.done) == sorted([first, second]) and result.refused == []
+    assert sorted(e[1] for e in enqueued) == ["acd:cf_a:ent_1", "acd:cf_a:ent_2"]
+    assert all(e[2] == 1 and e[3] == "post" for e in enqueued)
+    assert queries.matching_ids(store, flt) == []
+    again = queries.replay_many(store, [first], lambda *a: None, lambda raw: "ok", who="alice")
+    assert again.done == [] and "not open" in again.refused[0][1]
+    audit = queries.recent_audit(store)
+    assert {(a["who"], a["action"], a["dead_letter"]) for a in audit} == {
+        ("alice", "replay", first),
+        ("alice", "replay", second),
+    }
+    assert result.summary("replayed") == "2 replayed"
+
+
+def test_discard_needs_a_reason_and_records_it(store: Store) -> None:
+    dl_id = _dead(store, "cf_a", "ent_1", UnknownAccount("x"))
+    with pytest.raises(Exception, match="reason"):
+        queries.discard_one(store, dl_id, "  ", who="alice")
+    queries.discard_one(store, dl_id, "entered by hand in ACD", who="alice")
+    dl = store.dead_letter(dl_id)
+    assert dl is not None and dl.status == "discarded"
+    assert dl.audit[-1]["who"] == "alice" and dl.audit[-1]["reason"] == "entered by hand in ACD"
+
+
+def test_health_shows_last_success_waiting_retries_breaker_and_queue_depths(store: Store) -> None:
+    store.save_connection(Connection("acd", "cf_a", {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
+    ok = record_id("acd", "cf_a", "ent_ok")
+    store.create_record(ok, {}, "e1")
+    store.update(ok, state="confirmed", confirmed_at=1_700_000_000.0)
+    waiting = record_id("acd", "cf_a", "ent_wait")
+    store.create_record(waiting, {}, "e2")
+    store.update(waiting, state="waiting_retry")
+    store.r.hset("hubsync:breaker:acd:https://acd.example/iSuiteExpert", mapping={"failures": 4})
+    store.r.rpush("acd", "m1", "m2")
+    (row,) = queries.health(store)
+    assert (row.provider, row.client_file, row.dossier, row.connection) == ("acd", "cf_a", "D1", "ready")
+    assert row.last_success == "2023-11-14 22:13:20Z"
+    assert row.waiting_retries == 1 and row.failures_in_a_row == 4 and row.breaker == "closed"
+    assert queries.queue_depths(store) == {"events": 0, "acd": 2, "cegid_loop": 0}
+
+
+def test_mask_hides_secret_keys_and_url_tokens_everywhere() -> None:
+    masked = mask(_event("cf_a", "ent_1"))
+    assert masked["password"] == MASK
+    assert masked["documents"][0]["url"] == f"https://docs.hub.example/d/1?token={MASK}&sig={MASK}"
+    assert masked["entry"]["label"] == "Loyer janvier"
+    assert mask_url("https://user:pw@h.example:8443/p?q=1#x") == f"https://{MASK}@h.example:8443/p?q={MASK}#{MASK}"
+
+
+def test_ingest_argsrepr_names_the_event_and_client_file_only() -> None:
+    shown = event_argsrepr(_event("cf_a", "ent_1"))
+    assert shown == "(event evt_ent_1 for cf_a)"
+    assert "token" not in shown
+    assert event_argsrepr("not json") == "(event: a str, not a JSON object)"
+    long_id = "<script>" + "x" * 500
+    assert event_argsrepr({"event_id": long_id, "client_file_id": 3}) == f"(event script{'x' * 74} for 3)"
+
+
+def test_users_entries_round_trip_and_malformed_ones_are_refused() -> None:
+    name = f"op_{uuid.uuid4().hex[:4]}"
+    entry = make_entry(name, "operator", "a long enough password")
+    users = parse_users(f"{entry}, {make_entry('vic', 'viewer', 'another long password')}")
+    assert users[name].can_act and not users["vic"].can_act
+    assert authenticate(users, name, "a long enough password") == users[name]
+    assert authenticate(users, name, "wrong password") is None
+    assert authenticate(users, "nobody", "a long enough password") is None
+    assert "password" not in repr(users[name]) and "pbkdf2" not in repr(users[name])
+    for bad in ("", "alice:admin:pbkdf2:sha256:1$a$b", "alice:viewer:plaintext", f"{entry},{entry}"):
+        with pytest.raises(UsersError):
+            parse_users(bad)
+    with pytest.raises(UsersError):
+        make_entry("alice", "operator", "short")
+
+
+def test_health_shows_pending_cegid_loop_exports_and_the_next_export_time(store: Store) -> None:
+    from pipeline.cegid import export
+
+    rid = record_id("cegid_loop", "cf_c", "doc_1")
+    store.create_record(rid, {}, "e1")
+    store.r.zadd(export.pending_key("cf_c"), {rid: 1.0})
+    (row,) = queries.health(store)
+    assert (row.provider, row.pending_exports) == ("cegid_loop", 1)
+    assert row.next_export.endswith(" 20:00Z")
