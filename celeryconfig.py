@@ -7,12 +7,17 @@ every retry countdown stays below (see ``pipeline.retry.RetryPolicy.ceiling_seco
 
 import os
 
+from celery.schedules import crontab
 from kombu import Queue
 
 broker_url = os.environ.get("HUBSYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "visibility_timeout": int(float(os.environ.get("HUBSYNC_VISIBILITY_TIMEOUT_SECONDS", "3600"))),
+    # How often a worker looks for messages a dead worker left unacked (kombu sweeps every interval times throttle
+    # seconds: 100 s by default); lower both with a short visibility timeout.
+    "unacked_restore_interval": int(float(os.environ.get("HUBSYNC_UNACKED_RESTORE_INTERVAL_SECONDS", "10"))),
+    "unacked_restore_throttle": int(os.environ.get("HUBSYNC_UNACKED_RESTORE_THROTTLE", "10")),
 }
 
 task_serializer = "json"
@@ -36,3 +41,22 @@ task_routes = {
 worker_hijack_root_logger = True
 worker_redirect_stdouts = False
 worker_cancel_long_running_tasks_on_connection_loss = False
+
+# `hubsync beat`: the periodic tasks (each runs on a worker of its queue; a run nobody picked up before the
+# next one is due expires instead of piling up).
+reference_refresh_seconds = float(os.environ.get("HUBSYNC_REFERENCE_REFRESH_SECONDS", "3600"))
+beat_schedule = {
+    "acd-refresh-reference": {
+        "task": "hubsync.acd.refresh_reference",
+        "schedule": reference_refresh_seconds,
+        "options": {"queue": "acd", "expires": reference_refresh_seconds},
+    },
+    # The Cegid Loop export, every day at 20:00 UTC (crontab read in `timezone` below, not the machine's zone).
+    "cegid-loop-daily-export": {
+        "task": "hubsync.cegid_loop.export",
+        "schedule": crontab(hour=20, minute=0),
+        "options": {"queue": "cegid_loop", "expires": 12 * 3600},
+    },
+}
+timezone = "UTC"
+enable_utc = True

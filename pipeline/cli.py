@@ -60,6 +60,14 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (to standard error).")
 def main(verbose: bool) -> None:
@@ -100,33 +108,54 @@ def _read_secret(env_name: str, from_stdin: bool, what: str) -> str:
 
 
 @connect.command("acd")
-@click.option("--client-file", "client_file", required=True, help="The hub's client file id (e.g. cf_dupont).")
+@click.option("--client-file", "client_file", default=None, help="The hub's client file id (e.g. cf_dupont).")
 @click.option("--url", required=True, help="The i-Suite URL, e.g. https://cabinet-dupont.fr/iSuiteExpert.")
 @click.option("--cnx", required=True, help="The CNX code (CNX or CNX followed by a number).")
 @click.option("--api-code", required=True, help="The API access code created in ACD (e.g. QONTO).")
-@click.option("--dossier", required=True, help="The ACD dossier code (e.g. DUPONT01).")
+@click.option("--dossier", default=None, help="The ACD dossier code (e.g. DUPONT01).")
+@click.option(
+    "--all-dossiers",
+    is_flag=True,
+    help="Connect every shared dossier of the firm, one client file each (<prefix><dossier in lower case>).",
+)
+@click.option(
+    "--client-file-prefix", default="cf_", show_default=True, help="With --all-dossiers: client file id prefix."
+)
 @click.option("--ged-folder", type=int, default=0, show_default=True, help="GED folder id for documents (0: root).")
 @click.option("--password-stdin", is_flag=True, help="Read the API password from standard input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def connect_acd(
-    client_file: str,
+    client_file: str | None,
     url: str,
     cnx: str,
     api_code: str,
-    dossier: str,
+    dossier: str | None,
+    all_dossiers: bool,
+    client_file_prefix: str,
     ged_folder: int,
     password_stdin: bool,
     as_json: bool,
 ) -> None:
     """Store an ACD connection for a client file (password from HUBSYNC_ACD_PASSWORD or --password-stdin).
 
-    Logs in, checks the dossier is shared, fetches journals and accounts and reports what it found.
+    Logs in, checks the dossier is shared, fetches and keeps its reference data (journals, accounts, GED
+    tree) and reports what it found. With --all-dossiers, does so for every shared dossier of the firm;
+    running it again changes nothing that is already connected.
     """
     from pipeline.acd.connect import connect as do_connect
     from pipeline.secrets import Secret
 
+    if all_dossiers:
+        if client_file or dossier:
+            fail("--all-dossiers names client files itself: drop --client-file and --dossier")
+    elif not client_file or not dossier:
+        fail("pass --client-file and --dossier, or --all-dossiers")
     password = Secret(_read_secret("HUBSYNC_ACD_PASSWORD", password_stdin, "password"))
     store = _store()
+    if all_dossiers:
+        _connect_all(store, url, cnx, api_code, password, client_file_prefix, ged_folder, as_json)
+        return
+    assert client_file is not None and dossier is not None
     try:
         report = do_connect(store, client_file, url, cnx, api_code, dossier, password, ged_folder)
     except HubsyncError as exc:
@@ -143,7 +172,182 @@ def connect_acd(
         for warning in report.warnings:
             click.echo(f"  warning: {warning}")
     if not report.ready:
-        fail(f"client file {client_file} is not ready: " + "; ".join(report.warnings), code=2)
+        fail(f"client file {client_file} is not ready: " + "; ".join(report.problems), code=2)
+
+
+_ATTENTION = {"not_shared": "not shared", "error": "failed"}
+
+
+def _connect_all(
+    store: Any, url: str, cnx: str, api_code: str, password: Any, prefix: str, ged_folder: int, as_json: bool
+) -> None:
+    from pipeline.acd.connect import connect_all
+
+    try:
+        outcomes = connect_all(store, url, cnx, api_code, password, prefix, ged_folder)
+    except HubsyncError as exc:
+        fail(f"{exc.message}. {exc.hint}")
+    if as_json:
+        emit_json({"dossiers": [o.to_dict() for o in outcomes]})
+    else:
+        for o in outcomes:
+            target = f" -> {o.client_file_id}" if o.client_file_id else ""
+            click.echo(f"{o.dossier} ({o.title or 'untitled'}){target}: {o.message}")
+            if o.hint and o.outcome in ("not_shared", "error"):
+                click.echo(f"  what to do: {o.hint}")
+            if o.report is not None:
+                for warning in o.report.warnings:
+                    if warning not in o.report.problems:
+                        click.echo(f"  warning: {warning}")
+        changed = sum(o.outcome in ("connected", "updated") for o in outcomes)
+        unchanged = sum(o.outcome == "unchanged" for o in outcomes)
+        click.echo(f"{changed} client file(s) connected or updated, {unchanged} unchanged")
+    attention = [o for o in outcomes if not o.ready]
+    if attention:
+        fail(
+            f"{len(attention)} dossier(s) need attention: "
+            + ", ".join(f"{o.dossier} {_ATTENTION.get(o.outcome, 'not ready')}" for o in attention),
+            code=2,
+        )
+
+
+@main.command()
+@click.option("--client-file", "client_file", default=None, help="Only this client file (default: every one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def refresh(client_file: str | None, as_json: bool) -> None:
+    """Fetch the ACD reference data (journals, accounts, GED tree) of connected client files now."""
+    from pipeline.acd.reference import refresh_connections
+
+    store = _store()
+    outcomes = refresh_connections(store, client_file)
+    if client_file and not outcomes:
+        fail(f"client file {client_file} has no ACD connection")
+    if as_json:
+        emit_json([o.to_dict() for o in outcomes])
+    else:
+        for o in outcomes:
+            counts = (
+                f" ({o.journals} journals, {o.general_accounts} general and {o.subsidiary_accounts} subsidiary "
+                "accounts)"
+                if o.ok
+                else ""
+            )
+            click.echo(f"{o.client_file_id} / {o.dossier}: {o.message}{counts}")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        fail(f"{len(failed)} of {len(outcomes)} refresh(es) failed: " + ", ".join(o.client_file_id for o in failed))
+
+
+# -- Cegid Loop ----------------------------------------------------------------------------------------
+
+
+@connect.command("cegid-loop")
+@click.option("--client-file", "client_file", required=True, help="The hub's client file id (e.g. cf_dupont).")
+@click.option(
+    "--url",
+    default="https://api.cegid.com/loop-api-publiques",
+    show_default=True,
+    help="The Cegid Loop API base URL.",
+)
+@click.option("--dossier", required=True, help="The client's code dossier in Cegid Loop.")
+@click.option("--domain", required=True, help="The firm's Loop domain (header x-loop-domain).")
+@click.option("--api-key", "api_key", required=True, help="The API key from the administrator's CegidLife account.")
+@click.option("--api-secret-stdin", is_flag=True, help="Read the API secret from standard input.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def connect_cegid_loop(
+    client_file: str, url: str, dossier: str, domain: str, api_key: str, api_secret_stdin: bool, as_json: bool
+) -> None:
+    """Store a Cegid Loop connection (secret from HUBSYNC_CEGID_API_SECRET or --api-secret-stdin).
+
+    The partner subscription key comes from HUBSYNC_CEGID_SUBSCRIPTION_KEY. Checks access to the dossier
+    and makes sure the "Qonto" partner folder exists (creating it once).
+    """
+    from pipeline.cegid.connect import connect as do_connect
+    from pipeline.secrets import Secret
+
+    secret = Secret(_read_secret("HUBSYNC_CEGID_API_SECRET", api_secret_stdin, "api secret"))
+    subscription = os.environ.get("HUBSYNC_CEGID_SUBSCRIPTION_KEY", "")
+    if not subscription:
+        fail("no subscription key: set HUBSYNC_CEGID_SUBSCRIPTION_KEY (the hub's Cegid API-management key)")
+    store = _store()
+    try:
+        report = do_connect(store, client_file, url, dossier, domain, api_key, secret, Secret(subscription))
+    except HubsyncError as exc:
+        fail(f"{exc.message}. {exc.hint}")
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    click.echo(f"Connected {client_file} to Cegid Loop dossier {dossier} ({report.name or 'unnamed'}).")
+    state = "created" if report.folder_created else "found"
+    click.echo(f"  partner folder Qonto: {state} ({report.folder_id})")
+    click.echo("  documents are exported every day at 20:00 UTC (or now: hubsync export cegid-loop)")
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export pending documents now instead of waiting for the daily run."""
+
+
+@export_group.command("cegid-loop")
+@click.option("--client-file", "client_file", default=None, help="Only this client file (default: every one).")
+@click.option("--wait", is_flag=True, help="Wait until every document taken is exported, skipped or dead.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="With --wait: give up after this.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Run the Cegid Loop export now: start one chain per pending receipt or invoice (as at 20:00 UTC)."""
+    import time
+
+    from pipeline.cegid.export import connected_client_files, run_export
+    from tasks.chains import enqueue
+
+    store = _store()
+    files = [client_file] if client_file else connected_client_files(store)
+    if client_file and store.connection(client_file, "cegid_loop") is None:
+        fail(f"client file {client_file} has no Cegid Loop connection (hubsync connect cegid-loop)")
+    results = []
+    for cf in files:
+        try:
+            results.append(run_export(store, cf, enqueue))
+        except HubsyncError as exc:
+            fail(f"export of {cf} failed: {exc.message}. {exc.hint}")
+    taken = [rid for result in results for rid in result.enqueued]
+    deadline = time.monotonic() + timeout
+    settled = ("exported", "skipped", "dead")
+    while wait and time.monotonic() < deadline:
+        records = [store.record(rid) for rid in taken]
+        if all(rec is None or rec.state in settled for rec in records):
+            break
+        time.sleep(0.5)
+    records = [rec for rec in (store.record(rid) for rid in taken) if rec is not None]
+    counts = {state: sum(1 for rec in records if rec.state == state) for state in (*settled, "waiting")}
+    counts["waiting"] = len(records) - sum(counts[s] for s in settled)
+    skipped = {rec.entry_id: rec.note.removeprefix("skipped: ") for rec in records if rec.state == "skipped"}
+    doc = {
+        "exports": [r.to_dict() for r in results],
+        "documents": len(taken),
+        "counts": counts,
+        "skipped": skipped,
+        "waited": wait,
+    }
+    if as_json:
+        emit_json(doc)
+    else:
+        for r in results:
+            note = " (another export was running)" if r.busy else ""
+            folder = "; partner folder recreated" if r.folder_replaced else ""
+            click.echo(
+                f"{r.client_file_id}: {len(r.enqueued)} document(s) started, {r.left_for_next} left for the next "
+                f"export{folder}{note}"
+            )
+        if wait:
+            click.echo(
+                f"exported {counts['exported']}, skipped {counts['skipped']}, dead {counts['dead']}, "
+                f"still waiting {counts['waiting']}"
+            )
+            for doc_id, reason in sorted(skipped.items()):
+                click.echo(f"  skipped {doc_id}: {reason}")
+    if wait and counts["waiting"]:
+        fail(f"{counts['waiting']} document(s) not settled after {timeout:.0f}s", code=2)
 
 
 # -- emit ----------------------------------------------------------------------------------------------
@@ -157,10 +361,12 @@ def _lines(stream: TextIO) -> Iterator[tuple[int, str]]:
 
 def publish_event(data: Any) -> None:
     """Send one decoded event to the ``events`` queue, exactly as the upstream service does."""
+    from pipeline.redact import event_argsrepr
     from tasks import app
     from tasks.ingest import INGEST_TASK
 
-    app.send_task(INGEST_TASK, args=[data], queue="events")
+    # argsrepr is what Flower and worker logs show: ids only, never the event and its document URL tokens.
+    app.send_task(INGEST_TASK, args=[data], queue="events", argsrepr=event_argsrepr(data))
 
 
 @main.command()
@@ -231,6 +437,27 @@ def worker(queues: str, concurrency: int | None, pool: str, name: str | None, ta
     app.worker_main(argv)
 
 
+@main.command()
+@click.option(
+    "-s",
+    "--schedule-file",
+    default=None,
+    help="Where beat keeps the time of each task's last run (default: celerybeat-schedule in HUBSYNC_HOME).",
+)
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+def beat(schedule_file: str | None, loglevel: str) -> None:
+    """Run the scheduler (celeryconfig.beat_schedule): ACD reference-data refreshes, the daily Cegid Loop export.
+
+    ACD reference data is refreshed every HUBSYNC_REFERENCE_REFRESH_SECONDS (default 3600). Run exactly one
+    beat per deployment; the tasks it sends run on the workers of their queues.
+    """
+    from tasks import app
+
+    path = schedule_file or str(settings().home / "celerybeat-schedule")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    app.start(["beat", "-l", loglevel, "-s", path])
+
+
 # -- status, entry -------------------------------------------------------------------------------------
 
 
@@ -238,7 +465,9 @@ def worker(queues: str, concurrency: int | None, pool: str, name: str | None, ta
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def status(as_json: bool) -> None:
     """Per provider and client file: entries received, posted, confirmed, waiting, dead-lettered."""
+    from pipeline.acd.reference import dossier_scope, refreshed_at
     from pipeline.breaker import Breaker
+    from pipeline.store import now
 
     store = _store()
     groups: dict[str, dict[str, Any]] = {}
@@ -256,6 +485,9 @@ def status(as_json: bool) -> None:
         if conn.provider == "acd":
             breaker = Breaker(store, f"acd:{conn.params.get('url', '').rstrip('/')}", 0, 0, 0)
             item["server"] = breaker.state()
+            fetched = refreshed_at(store, dossier_scope(conn.params.get("url", ""), conn.params.get("dossier", "")))
+            item["reference_refreshed_at"] = fetched
+            item["reference_age_seconds"] = None if fetched is None else round(max(0.0, now() - fetched), 1)
         connections.append(item)
     dead = len(store.dead_letters())
     doc = {"providers": groups, "connections": connections, "events": store.counters(), "dead_letters_open": dead}
@@ -275,6 +507,9 @@ def status(as_json: bool) -> None:
     for item in connections:
         server = item.get("server", {})
         extra = f", server {server.get('state')}" if server else ""
+        if item["provider"] == "acd":
+            age = item["reference_age_seconds"]
+            extra += ", no reference data yet" if age is None else f", reference data {_age(age)} old"
         note = f" ({item['message']})" if item["message"] else ""
         click.echo(f"connection {item['provider']} {item['client_file_id']}: {item['status']}{extra}{note}")
 
@@ -332,6 +567,49 @@ def entry(entry_id: str, as_json: bool) -> None:
             )
         if item["note"]:
             click.echo(f"  note: {item['note']}")
+
+
+@main.command("reconcile")
+@click.option("--client-file", default=None, help="Only this client file (default: every connection).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def reconcile_cmd(client_file: str | None, as_json: bool) -> None:
+    """Compare the hub's records with what ACD (by ACK code) and Cegid Loop (by file name in the partner folder)
+    hold: missing, duplicated and unknown entries and documents.
+
+    Exits 1 when anything does not reconcile (or a dossier could not be read), 0 otherwise.
+    """
+    from pipeline.reconcile import reconcile
+
+    results = reconcile(_store(), client_file)
+    if client_file and not results:
+        fail(f"client file {client_file} has no ACD or Cegid Loop connection")
+    if as_json:
+        emit_json({"ok": all(r.ok for r in results), "client_files": [r.to_dict() for r in results]})
+    else:
+        for r in results:
+            head = f"{r.provider} {r.client_file_id} ({r.dossier}): "
+            if r.error:
+                click.echo(head + f"could not read ACD: {r.error}")
+                continue
+            click.echo(
+                head + f"{r.records} records, {len(r.landed)} landed, {len(r.missing)} missing, "
+                f"{len(r.duplicated)} duplicated, {len(r.unknown)} unknown, {len(r.pending)} pending, "
+                f"{len(r.dead)} dead, {len(r.indexing) + len(r.unrecorded)} settling"
+            )
+            where = "ACD" if r.provider == "acd" else "Cegid Loop"
+            for f in r.missing:
+                key = f"(#{f.ack}#)" if f.ack else f.name
+                click.echo(f"  missing    {f.entry_id} {key} state {f.state}: not in {where}")
+            for f in r.duplicated:
+                ids = ", ".join(str(i) for i in f.provider_ids)
+                key = f"(#{f.ack}#)" if f.ack else f.name
+                click.echo(f"  duplicated {f.entry_id} {key}: {where} ids {ids}")
+            for f in r.unknown:
+                ids = ", ".join(str(i) for i in f.provider_ids)
+                key = f"(#{f.ack}#)" if f.ack else f.name
+                click.echo(f"  unknown    {key}: {where} ids {ids}, no hub record")
+    if not all(r.ok for r in results):
+        sys.exit(1)
 
 
 # -- dead letters --------------------------------------------------------------------------------------
@@ -425,6 +703,56 @@ def dlq_discard(ids: tuple[str, ...], reason: str) -> None:
         sys.exit(1)
 
 
+# -- dashboard, flower ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8800, show_default=True)
+def dashboard(host: str, port: int) -> None:
+    """Serve the operators' web dashboard (users from HUBSYNC_DASHBOARD_USERS; see the README)."""
+    from pipeline.dashboard.auth import UsersError
+    from pipeline.dashboard.server import app_from_env, serve
+
+    try:
+        app = app_from_env()
+    except UsersError as exc:
+        fail(str(exc))
+    _store()
+    click.echo(f"dashboard on http://{host}:{port}/")
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(app, host, port)
+
+
+@main.command("dashboard-user")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["viewer", "operator"]))
+def dashboard_user(name: str, role: str) -> None:
+    """Print a HUBSYNC_DASHBOARD_USERS entry for NAME, hashing a password read from standard input."""
+    from pipeline.dashboard.auth import UsersError, make_entry
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        click.echo(make_entry(name, role, password))
+    except UsersError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--url-prefix", default="", help="Serve under this path (behind a reverse proxy).")
+def flower(address: str, port: int, url_prefix: str) -> None:
+    """Run Flower on the pipeline's Redis, with basic auth from HUBSYNC_FLOWER_BASIC_AUTH (required)."""
+    from pipeline.monitoring import FlowerConfigError, check_basic_auth, run_flower
+
+    try:
+        check_basic_auth(os.environ.get("HUBSYNC_FLOWER_BASIC_AUTH", ""))
+    except FlowerConfigError as exc:
+        fail(str(exc))
+    run_flower(address, port, url_prefix)
+
+
 # -- sandbox, demo -------------------------------------------------------------------------------------
 
 
@@ -442,7 +770,13 @@ def sandbox(host: str, port: int, acd_config: str | None, index_lag: float) -> N
     acd = AcdSandbox.from_json(acd_config) if acd_config else AcdSandbox(demo_acd_firms())
     acd.index_lag_seconds = index_lag
     server = SandboxServer(acd=acd, docs=DocStore(), host=host, port=port)
+    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_DOMAIN, CegidLoopSandbox
+
+    server.mount("cegid", CegidLoopSandbox())
     click.echo(f"sandbox on {server.url}")
+    click.echo(
+        f"  Cegid Loop: {server.app_url('cegid')} (domain {DEMO_DOMAIN}, dossier DUPONT01, API key {DEMO_API_KEY})"
+    )
     for firm in sorted(acd.firms):
         click.echo(f"  ACD firm {firm}: {server.acd_url(firm)}")
     click.echo(f"  documents: {server.url}/docs/<id>   faults and state: {server.url}/_sandbox/")

@@ -41,6 +41,9 @@ def sandbox() -> Iterator[Any]:
     from pipeline.sandbox.docstore import DocStore
 
     server = SandboxServer(acd=AcdSandbox(demo_acd_firms()), docs=DocStore(), host="127.0.0.1", port=0)
+    from pipeline.cegid.sandbox import CegidLoopSandbox
+
+    server.mount("cegid", CegidLoopSandbox())
     server.start()
     yield server
     server.stop()
@@ -81,11 +84,11 @@ def hub_env(
 
 @pytest.fixture(scope="session")
 def worker(hub_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `hubsync worker` process on the events and acd queues."""
+    """A real `hubsync worker` process on the events, acd and cegid_loop queues."""
     from pipeline.demo import start_worker
 
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    proc = start_worker(hub_env, log)
+    proc = start_worker(hub_env, log, queues="events,acd,cegid_loop")
     deadline = time.monotonic() + 60
     while b"ready." not in log.read_bytes():
         if proc.poll() is not None:
