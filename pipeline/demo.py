@@ -35,7 +35,7 @@ def _say(echo: Echo, text: str) -> None:
 
 
 def start_worker(
-    env: dict[str, str], log_path: Path, queues: str = "events,acd", concurrency: int = 8
+    env: dict[str, str], log_path: Path, queues: str = "events,acd", concurrency: int = 8, pool: str = "threads"
 ) -> subprocess.Popen[bytes]:
     """A real ``hubsync worker`` process."""
     log = log_path.open("ab")
@@ -50,7 +50,7 @@ def start_worker(
             "-c",
             str(concurrency),
             "-P",
-            "threads",
+            pool,
             "-l",
             "INFO",
         ],

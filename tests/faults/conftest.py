@@ -1,4 +1,5 @@
-"""The fault bed: a private Redis (append-only), the sandboxes, and several real `hubsync worker` processes.
+"""The fault suite's beds (``bench.bed.Bed``): a private Redis, the sandboxes, several real `hubsync worker`
+processes.
 
 Each scenario gets its own bed, so a killed worker, a restarted Redis or a firm's server left off cannot leak
 into the next one, and ACK codes cannot collide with those of the rest of the suite. Entries go to three
@@ -9,30 +10,21 @@ was emitted against what the ACD sandbox holds, entry by entry, printed as one l
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.embedded import EmbeddedRedis
-from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
+from bench.bed import Batch, Bed, percentile
 from pipeline.secrets import generate_key
-from pipeline.store import Store
 
-FIRMS = {"dupont": "DUPONT01", "martin": "MARTIN01", "leroy": "LEROY01"}
-KINDS = ("purchase", "sale", "expense_report", "bank_transaction")
+__all__ = ["Batch", "Bed", "assert_reconciled", "percentile"]
+
 ENTRIES = int(os.environ.get("HUBSYNC_FAULTS_ENTRIES", "180"))
 WORKERS = int(os.environ.get("HUBSYNC_FAULTS_WORKERS", "3"))
 CONCURRENCY = int(os.environ.get("HUBSYNC_FAULTS_CONCURRENCY", "8"))
 SUMMARY: list[str] = []
-INGEST_TASK = "hubsync.ingest_event"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -41,309 +33,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("fault scenarios: reconciliation")
         for line in SUMMARY:
             terminalreporter.write_line(line)
-
-
-@dataclass
-class Batch:
-    """What a scenario emitted: entry ids per client file, the ones that deserve a dead letter, emit times."""
-
-    entries: dict[str, list[str]] = field(default_factory=dict)
-    expected_dead: set[str] = field(default_factory=set)
-    emitted_at: dict[str, float] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, other: Batch) -> None:
-        """Merge another batch into this one."""
-        for cf, ids in other.entries.items():
-            self.entries.setdefault(cf, []).extend(ids)
-        self.expected_dead |= other.expected_dead
-        self.emitted_at.update(other.emitted_at)
-        self.events.extend(other.events)
-
-    @property
-    def count(self) -> int:
-        """How many entries were emitted."""
-        return sum(len(ids) for ids in self.entries.values())
-
-
-class Bed:
-    """One scenario's private world: Redis, sandboxes, workers, connected client files."""
-
-    def __init__(self, tmp: Path, visibility_seconds: float | None = None, env: dict[str, str] | None = None) -> None:
-        from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
-        from pipeline.sandbox import SandboxServer
-        from pipeline.sandbox.docstore import DocStore
-
-        self.tmp = tmp
-        self.run = uuid.uuid4().hex[:6]
-        self.redis = EmbeddedRedis(directory=tmp / "redis", appendonly=True).start()
-        self.sandbox = SandboxServer(acd=AcdSandbox(demo_acd_firms()), docs=DocStore(), host="127.0.0.1", port=0)
-        self.sandbox.start()
-        self.store = Store.from_url(self.redis.url)
-        self.env = {
-            **os.environ,
-            "HUBSYNC_REDIS_URL": self.redis.url,
-            "HUBSYNC_HOME": str(tmp / "home"),
-            "HUBSYNC_SECRET_KEY": os.environ["HUBSYNC_SECRET_KEY"],
-            "HUBSYNC_SPOOL_DIR": str(tmp / "spool"),
-            "HUBSYNC_DOCUMENT_HOSTS": self.sandbox.url.split("://", 1)[1],
-            "HUBSYNC_RETRY_BASE_SECONDS": "0.2",
-            "HUBSYNC_RETRY_MAX_SECONDS": "2",
-            "HUBSYNC_RETRY_WINDOW_SECONDS": "600",
-            "HUBSYNC_BREAKER_THRESHOLD": "3",
-            "HUBSYNC_BREAKER_COOLDOWN_SECONDS": "1",
-            "HUBSYNC_CONFIRM_WINDOW_SECONDS": "120",
-            "HUBSYNC_HTTP_TIMEOUT_SECONDS": "5",
-            "HUBSYNC_CONNECT_TIMEOUT_SECONDS": "2",
-            **(env or {}),
-        }
-        if visibility_seconds is not None:
-            self.env.update(
-                {
-                    "HUBSYNC_VISIBILITY_TIMEOUT_SECONDS": str(visibility_seconds),
-                    "HUBSYNC_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
-                    "HUBSYNC_UNACKED_RESTORE_THROTTLE": "1",
-                }
-            )
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        self.client_files: dict[str, tuple[str, str]] = {}
-        self._app: Any = None
-
-    # -- parts ------------------------------------------------------------------------------------
-
-    def start_workers(self, count: int = WORKERS, concurrency: int = CONCURRENCY) -> None:
-        """Start ``count`` real worker processes on the events and acd queues and wait until each is ready."""
-        from pipeline.demo import start_worker
-
-        started = []
-        for _ in range(count):
-            log = self.tmp / f"worker{len(self.logs)}.log"
-            self.logs.append(log)
-            proc = start_worker(self.env, log, queues="events,acd", concurrency=concurrency)
-            self.workers.append(proc)
-            started.append((proc, log))
-        deadline = time.monotonic() + 90
-        for proc, log in started:
-            while b"ready." not in log.read_bytes():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"worker exited early:\n{log.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker not ready after 90s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.1)
-
-    def kill_worker(self, index: int = 0) -> None:
-        """SIGKILL one worker: no warm shutdown, its unacked messages stay in Redis."""
-        proc = self.workers[index]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def connect_firms(self) -> None:
-        """One client file per firm, connected to its first dossier."""
-        from pipeline.acd.connect import connect
-        from pipeline.acd.sandbox import demo_acd_firms
-        from pipeline.secrets import Secret
-
-        for firm in demo_acd_firms():
-            if firm.name not in FIRMS:
-                continue
-            cf = f"cf_{firm.name}_{self.run}"
-            password = firm.api_users["QONTO"]
-            connect(
-                self.store, cf, self.sandbox.acd_url(firm.name), firm.cnx, "QONTO", FIRMS[firm.name], Secret(password)
-            )
-            self.client_files[cf] = (firm.name, FIRMS[firm.name])
-
-    def cf_of(self, firm: str) -> str:
-        """The client file connected to ``firm``."""
-        return next(cf for cf, (f, _) in self.client_files.items() if f == firm)
-
-    # -- events -----------------------------------------------------------------------------------
-
-    def make_batch(
-        self, count: int, tag: str, firms: tuple[str, ...] = tuple(FIRMS), bad: int = 0, documents_every: int = 5
-    ) -> Batch:
-        """``count`` valid entries spread over ``firms`` (every ``documents_every``-th with a PDF), plus ``bad``
-        entries per run that deserve a dead letter (an account the dossier does not have)."""
-        batch = Batch()
-        files = [self.cf_of(f) for f in firms]
-        for n in range(count):
-            cf = files[n % len(files)]
-            kind = KINDS[n % len(KINDS)]
-            entry = sample_entry(kind, n)
-            entry["id"] = f"ent_{tag}_{n}_{self.run}"
-            docs = []
-            if documents_every and n % documents_every == 0 and kind in DOCUMENT_KIND:
-                data = tiny_pdf(f"{tag} {n} {self.run}")
-                doc_id = f"doc_{tag}_{n}_{self.run}"
-                info = self.sandbox.docs.put(doc_id, data, content_type="application/pdf", filename=f"p{n}.pdf")
-                docs.append(document_ref(doc_id, f"{info['url']}?token=tk{n}", data, DOCUMENT_KIND[kind], f"p{n}.pdf"))
-            batch.events.append(sample_event(cf, entry, event_id=f"evt_{tag}_{n}_{self.run}", documents=docs))
-            batch.entries.setdefault(cf, []).append(entry["id"])
-        for n in range(bad):
-            cf = files[n % len(files)]
-            entry = sample_entry("bank_transaction", 900 + n)
-            entry["id"] = f"ent_{tag}_bad{n}_{self.run}"
-            entry["lines"][0]["account"] = "699999"  # not in the dossier's chart of accounts
-            batch.events.append(sample_event(cf, entry, event_id=f"evt_{tag}_bad{n}_{self.run}"))
-            batch.entries.setdefault(cf, []).append(entry["id"])
-            batch.expected_dead.add(entry["id"])
-        return batch
-
-    def publisher(self) -> Any:
-        """A Celery app bound to this bed's Redis only.
-
-        Not the project's ``tasks`` app: that one reads HUBSYNC_REDIS_URL once, when first imported, and must
-        keep pointing at the Redis of the rest of the suite (never at a default or at this bed's).
-        """
-        if self._app is None:
-            from celery import Celery
-
-            app = Celery("hubsync-fault-bed", broker=self.redis.url, set_as_current=False)
-            app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True)
-            self._app = app
-        return self._app
-
-    def send(self, name: str, args: list[Any], queue: str, **options: Any) -> None:
-        """Publish one task message on this bed's Redis."""
-        self.publisher().send_task(name, args=args, queue=queue, **options)
-
-    def publish(self, events: list[Any]) -> None:
-        """Send events straight to the `events` queue of this bed's Redis, as the upstream service does."""
-        from pipeline.redact import event_argsrepr
-
-        app = self.publisher()
-        with app.connection_for_write() as conn:
-            for event in events:
-                app.send_task(
-                    INGEST_TASK,
-                    args=[event],
-                    queue="events",
-                    connection=conn,
-                    argsrepr=event_argsrepr(event) if isinstance(event, dict) else "(raw)",
-                )
-
-    def emit(self, batch: Batch) -> None:
-        """Publish a batch and remember when each entry left."""
-        stamp = time.time()
-        for event in batch.events:
-            batch.emitted_at[event["entry"]["id"]] = stamp
-        self.publish(batch.events)
-
-    # -- waiting, looking -------------------------------------------------------------------------
-
-    def record(self, cf: str, entry_id: str) -> Any:
-        """An entry's ACD record."""
-        return self.store.record(f"acd:{cf}:{entry_id}")
-
-    def settled(self, batch: Batch) -> int:
-        """How many of the batch's entries are confirmed or dead."""
-        pipe = self.store.r.pipeline(transaction=False)
-        for cf, ids in batch.entries.items():
-            for entry_id in ids:
-                pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "state")
-        return sum(1 for state in pipe.execute() if state in ("confirmed", "dead"))
-
-    def wait_settled(self, batch: Batch, timeout: float, at_least: int | None = None) -> None:
-        """Wait until every entry (or ``at_least`` of them) is confirmed or dead."""
-        target = batch.count if at_least is None else at_least
-        deadline = time.monotonic() + timeout
-        while self.settled(batch) < target:
-            if time.monotonic() > deadline:
-                states = Counter(
-                    (r.state, r.step) if (r := self.record(cf, e)) else ("missing", "")
-                    for cf, ids in batch.entries.items()
-                    for e in ids
-                )
-                raise AssertionError(f"not settled after {timeout}s: {dict(states)}\n{self.log_tail()}")
-            time.sleep(0.25)
-
-    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait for a condition."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(0.2)
-
-    def log_tail(self, chars: int = 2000) -> str:
-        """The end of every worker's log."""
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}" for log in self.logs)
-
-    def workers_alive(self) -> int:
-        """How many worker processes still run."""
-        return sum(1 for proc in self.workers if proc.poll() is None)
-
-    # -- the end ----------------------------------------------------------------------------------
-
-    def reconcile(self, scenario: str, batch: Batch) -> dict[str, Any]:
-        """Compare what was emitted with what ACD holds, entry by entry; print and keep one line."""
-        from pipeline.reconcile import reconcile_acd
-
-        reports = {cf: reconcile_acd(self.store, cf) for cf in self.client_files}
-        in_acd: Counter[str] = Counter()
-        for firm, dossier in set(self.client_files.values()):
-            for stored in self.sandbox.acd.entries(firm, dossier):
-                tags = {str(line.get("Libelle", ""))[-8:] for line in stored.get("LignesEcriture", [])}
-                for tag in tags:
-                    in_acd[tag] += 1
-        landed, lost, dead, unexpected_dead = 0, [], [], []
-        for cf, ids in batch.entries.items():
-            for entry_id in ids:
-                rec = self.record(cf, entry_id)
-                copies = in_acd.get(f"(#{rec.ack}#)", 0) if rec is not None and rec.ack else 0
-                if rec is not None and rec.state == "confirmed" and copies >= 1:
-                    landed += 1
-                elif rec is not None and rec.state == "dead" and copies == 0:
-                    dead.append(entry_id)
-                    if entry_id not in batch.expected_dead:
-                        unexpected_dead.append((entry_id, rec.step, (rec.last_error or {}).get("error_class")))
-                else:
-                    lost.append((entry_id, rec.state if rec else None, copies))
-        duplicates = sum(n - 1 for n in in_acd.values() if n > 1)
-        result = {
-            "scenario": scenario,
-            "emitted": batch.count,
-            "landed": landed,
-            "duplicates": duplicates,
-            "lost": len(lost),
-            "dead_lettered": len(dead),
-            "expected_dead": len(batch.expected_dead),
-            "unexpected_dead": unexpected_dead,
-            "lost_entries": lost[:20],
-            "reconcile_missing": sum(len(r.missing) for r in reports.values()),
-            "reconcile_duplicated": sum(len(r.duplicated) for r in reports.values()),
-            "reconcile_unknown": sum(len(r.unknown) for r in reports.values()),
-            "reconcile_errors": [r.error for r in reports.values() if r.error],
-        }
-        line = (
-            f"{scenario:<28} emitted {batch.count:>4}  landed {landed:>4}  duplicates {duplicates}  "
-            f"lost {len(lost)}  dead-lettered {len(dead)} (expected {len(batch.expected_dead)})"
-        )
-        print(line)
-        SUMMARY.append(line)
-        return result
-
-    def stop(self) -> None:
-        """Stop the workers, the sandboxes and Redis (each of them, whatever fails on the way)."""
-        try:
-            for proc in self.workers:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in self.workers:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-        finally:
-            try:
-                if self._app is not None:
-                    self._app.close()
-                self.sandbox.stop()
-                self.store.r.close()
-            finally:
-                self.redis.stop()
 
 
 def assert_reconciled(result: dict[str, Any]) -> None:
@@ -356,6 +45,11 @@ def assert_reconciled(result: dict[str, Any]) -> None:
     assert result["reconcile_missing"] == result["reconcile_duplicated"] == result["reconcile_unknown"] == 0, result
 
 
+def _report(line: str) -> None:
+    print(line)
+    SUMMARY.append(line)
+
+
 @pytest.fixture
 def make_bed(tmp_path: Path) -> Iterator[Callable[..., Bed]]:
     """Build beds for a scenario; everything they started is stopped afterwards."""
@@ -365,11 +59,11 @@ def make_bed(tmp_path: Path) -> Iterator[Callable[..., Bed]]:
         os.environ["HUBSYNC_SECRET_KEY"] = generate_key()
 
     def make(workers: int = WORKERS, visibility_seconds: float | None = None, env: dict[str, str] | None = None) -> Bed:
-        bed = Bed(tmp_path / f"bed{len(beds)}", visibility_seconds, env)
+        bed = Bed(tmp_path / f"bed{len(beds)}", visibility_seconds, env, report=_report)
         beds.append(bed)
         bed.connect_firms()
         if workers:
-            bed.start_workers(workers)
+            bed.start_workers(workers, CONCURRENCY)
         return bed
 
     yield make
@@ -377,12 +71,3 @@ def make_bed(tmp_path: Path) -> Iterator[Callable[..., Bed]]:
         bed.stop()
     if added_key:
         os.environ.pop("HUBSYNC_SECRET_KEY", None)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0 to 100) of ``values``, nearest rank."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
