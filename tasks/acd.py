@@ -5,38 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.exceptions import Ignore
-
 from pipeline import runtime
 from pipeline.acd import reference, steps
-from pipeline.steps import run_step
 from tasks import app
-from tasks.chains import ACD_TASKS
+from tasks.chains import ACD_TASKS, run_chain_step
 
 log = logging.getLogger(__name__)
 
 
-class DeadLettered(Exception):
-    """The chain stopped; its dead letter waits for an operator (shown as the task's failure)."""
-
-
 def _run(task: Any, step: str, record_id: str, generation: int) -> None:
-    outcome = run_step(
-        runtime.store(),
-        record_id,
-        generation,
-        step,
-        steps.STEP_FUNCTIONS[step],
-        task.request.retries,
-        on_error=steps.on_error,
-    )
-    if outcome.action == "retry":
-        raise task.retry(countdown=outcome.countdown)
-    if outcome.action == "dead":
-        rec = runtime.store().record(record_id)
-        raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
-    if outcome.action == "stale":
-        raise Ignore()
+    run_chain_step(task, step, record_id, generation, steps.STEP_FUNCTIONS, on_error=steps.on_error)
 
 
 @app.task(name=ACD_TASKS["fetch"], bind=True, max_retries=None)

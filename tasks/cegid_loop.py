@@ -12,26 +12,14 @@ from pipeline.cegid import export, steps
 from pipeline.config import settings
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.retry import backoff_seconds
-from pipeline.steps import run_step
 from tasks import app
-from tasks.chains import CEGID_LOOP_TASKS, EXPORT_TASK, enqueue
+from tasks.chains import CEGID_LOOP_TASKS, EXPORT_TASK, enqueue, run_chain_step
 
 log = logging.getLogger(__name__)
 
 
-class DeadLettered(Exception):
-    """The chain stopped; its dead letter waits for an operator (shown as the task's failure)."""
-
-
 def _run(task: Any, step: str, record_id: str, generation: int) -> None:
-    outcome = run_step(runtime.store(), record_id, generation, step, steps.STEP_FUNCTIONS[step], task.request.retries)
-    if outcome.action == "retry":
-        raise task.retry(countdown=outcome.countdown)
-    if outcome.action == "dead":
-        rec = runtime.store().record(record_id)
-        raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
-    if outcome.action == "stale":
-        raise Ignore()
+    run_chain_step(task, step, record_id, generation, steps.STEP_FUNCTIONS)
     rec = runtime.store().record(record_id)
     if rec is not None and rec.state == "skipped":
         raise Ignore()  # settled as skipped: the rest of the chain has nothing to do

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from celery import chain
 from celery.canvas import Signature
+from celery.exceptions import Ignore
 
+from pipeline import runtime
 from pipeline.config import settings
+from pipeline.errors import HubsyncError
+from pipeline.steps import Step, run_step
+from pipeline.store import Record
 from tasks import app
 
 ACD_TASKS = {
@@ -49,3 +57,29 @@ def enqueue(provider: str, record_id: str, generation: int, from_step: str) -> N
         sigs[0].apply_async()
     else:
         chain(*sigs).apply_async()
+
+
+class DeadLettered(Exception):
+    """The chain stopped; its dead letter waits for an operator (shown as the task's failure)."""
+
+
+def run_chain_step(
+    task: Any,
+    step: str,
+    record_id: str,
+    generation: int,
+    functions: Mapping[str, Step],
+    on_error: Callable[[Record, HubsyncError], None] | None = None,
+) -> None:
+    """Run one step for a bound task and turn its outcome into what Celery understands: return to go on with
+    the chain, ``task.retry``, a ``DeadLettered`` failure, or ``Ignore`` for a stale message."""
+    outcome = run_step(
+        runtime.store(), record_id, generation, step, functions[step], task.request.retries, on_error=on_error
+    )
+    if outcome.action == "retry":
+        raise task.retry(countdown=outcome.countdown)
+    if outcome.action == "dead":
+        rec = runtime.store().record(record_id)
+        raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
+    if outcome.action == "stale":
+        raise Ignore()
