@@ -202,3 +202,21 @@ def test_health_shows_pending_cegid_loop_exports_and_the_next_export_time(store:
     (row,) = queries.health(store)
     assert (row.provider, row.pending_exports) == ("cegid_loop", 1)
     assert row.next_export.endswith(" 20:00Z")
+
+
+def test_queue_depths_count_every_priority_kombu_publishes_to(store: Store, redis_server: Any) -> None:
+    from kombu import Connection as BrokerConnection
+    from kombu import Exchange, Producer, Queue
+
+    from tasks.chains import step_priority
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    acd = Queue("acd", Exchange("acd"), routing_key="acd")
+    with BrokerConnection(url) as conn:
+        producer = Producer(conn.default_channel)
+        for index in range(5):  # one message per step of an ACD chain, each at that step's priority
+            producer.publish(
+                {"n": index}, exchange=acd.exchange, routing_key="acd", declare=[acd], priority=step_priority(index)
+            )
+    assert queries.queue_depths(store) == {"events": 0, "acd": 5, "cegid_loop": 0}
+    assert len({step_priority(i) for i in range(5)}) == 4  # fetch, rename, map, then post and confirm
