@@ -212,9 +212,29 @@ def check_entry(entry: Entry, ref: Reference) -> None:
         )
 
 
+# Per process: the last reference data loaded for each dossier, reused while its refreshed_at is unchanged, so
+# checking an entry reads one field instead of the whole chart of accounts (thousands of members on a real
+# dossier). Subsidiary accounts added since are not in it; the check does not use them (see ensure_subsidiary).
+_LOADED: dict[str, Reference] = {}
+
+
+def load_for_check(store: Store, scope: str) -> Reference | None:
+    """The dossier's reference data for ``check_entry``: this process's copy while it is still the latest."""
+    stamp = refreshed_at(store, scope)
+    if stamp is None:
+        return None
+    cached = _LOADED.get(scope)
+    if cached is not None and cached.refreshed_at == stamp:
+        return cached
+    ref = load(store, scope)
+    if ref is not None:
+        _LOADED[scope] = ref
+    return ref
+
+
 def current(store: Store, ctx: AcdContext) -> Reference:
     """The stored reference data of a context's dossier, fetched first if there is none yet."""
-    return load(store, ctx.scope) or _refresh_once(store, ctx, since=0.0)
+    return load_for_check(store, ctx.scope) or _refresh_once(store, ctx, since=0.0)
 
 
 def _refresh_once(store: Store, ctx: AcdContext, since: float) -> Reference:

@@ -113,3 +113,28 @@ def test_reference_lists_journals_without_invoice_numbers_and_splits_subsidiarie
     ref = reference()
     assert ref.journals_without_invoice_numbers() == ["BQ", "NF"]
     assert ref.clients == {"CDURAND"} and ref.suppliers == {"FORANGE", "FEDF"}
+
+
+def test_the_check_reuses_loaded_reference_data_until_it_is_refreshed(redis_server: Any) -> None:
+    import redis
+
+    from pipeline.acd import reference as ref_mod
+    from pipeline.store import Store
+
+    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/8", decode_responses=True)
+    client.flushdb()
+    store = Store(client)
+    first = reference(refreshed_at=100.0)
+    assert ref_mod.load_for_check(store, first.scope) is None  # never fetched
+    ref_mod.save(store, first)
+    loaded = ref_mod.load_for_check(store, first.scope)
+    assert loaded is not None and loaded.general == CHART
+    # the stored chart changes behind this process's back, refreshed_at unchanged: the loaded copy is kept
+    client.sadd(ref_mod._general_key(first.scope), "699999")
+    kept = ref_mod.load_for_check(store, first.scope)
+    assert kept is loaded and "699999" not in kept.general
+    # a refresh (new refreshed_at) is seen at once
+    ref_mod.save(store, reference(general=CHART | {"699999"}, refreshed_at=200.0))
+    again = ref_mod.load_for_check(store, first.scope)
+    assert again is not None and "699999" in again.general and again.refreshed_at == 200.0
+    client.flushdb()
