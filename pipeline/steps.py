@@ -46,11 +46,11 @@ class Outcome:
 FINAL_STATES = ("confirmed", "exported", "skipped")
 
 
-def settled_state(rec: Record) -> str:
+def settled_state(state: str | None, confirmed_at: str | None, provider_id: str | None) -> str:
     """The state a record is in between steps: a final state a step set, else what its progress says."""
-    if rec.state in FINAL_STATES:
-        return rec.state
-    return "confirmed" if rec.confirmed_at else ("posted" if rec.provider_id else "received")
+    if state in FINAL_STATES:
+        return str(state)
+    return "confirmed" if confirmed_at else ("posted" if provider_id else "received")
 
 
 def run_step(
@@ -83,8 +83,8 @@ def run_step(
         log.exception("step %s failed unexpectedly on %s", name, rid)
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
-        fresh = store.record(rid) or rec
-        state = settled_state(fresh)
+        # three fields, not the whole record (whose event and payload are most of its bytes)
+        state = settled_state(*store.fields(rid, "state", "confirmed_at", "provider_id"))
         store.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
         return Outcome("next")
 

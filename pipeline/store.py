@@ -273,6 +273,10 @@ class Store:
         h = self.r.hgetall(self._rkey(rid))
         return Record.from_hash(rid, h) if h else None
 
+    def fields(self, rid: str, *names: str) -> list[str | None]:
+        """Some fields of a record, as stored (None where missing)."""
+        return list(self.r.hmget(self._rkey(rid), list(names)))
+
     def create_record(self, rid: str, event: dict[str, Any], event_id: str) -> Record:
         """A new record in state ``received`` for an entry's first event."""
         stamp = now()
