@@ -41,7 +41,10 @@ def step_priority(index: int) -> int:
     Each step's next message would otherwise queue behind every chain started since, so with a large backlog
     chains would advance breadth-first and none would finish until the whole backlog was fetched. Serving the
     later steps first lets started chains finish while new ones wait (measured in the README's benchmark).
-    9, 6, 3 and 0 are kombu's default Redis priority steps, so no transport option changes.
+    9, 6, 3 and 0 are kombu's default Redis priority steps, so no transport option changes. Redis serves
+    priority 0 of every queue a worker consumes before the next priority of any, so the upstream's events
+    (no priority: 0) would starve the early steps of a worker that also consumes ``events``: run ingest on
+    workers of its own (compose.yaml, the README).
     """
     return max(0, 9 - 3 * index)
 
