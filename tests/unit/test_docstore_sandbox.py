@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 import tracemalloc
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,8 +12,9 @@ import pytest
 from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
 from pipeline.sandbox import Fault, SandboxServer
 from pipeline.sandbox.docstore import DocStore
+from tests.conftest import SHARED_DOCUMENTS
 
-SAMPLE_PDF = Path("/work/shared/data/documents/facturx-invoice-en16931.pdf")
+SAMPLE_PDF = SHARED_DOCUMENTS / "facturx-invoice-en16931.pdf"
 MB = 1024 * 1024
 # Building an SSL context costs ~50 ms per client; these clients only speak plain HTTP on loopback.
 TLS = httpx.create_ssl_context()
