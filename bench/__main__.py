@@ -383,9 +383,11 @@ def measure_big_document(world: Bed, procs: list[Any], args: argparse.Namespace,
     GED refuses it (``fichierTropVolumineux``) and the entry is dead-lettered as DocumentTooLarge."""
     size = size_mb * MB
     tag = f"big{size_mb}"
-    for proc in procs:
-        reset_peak(proc.pid)
-    before = {proc.pid: psutil.Process(proc.pid).memory_info().rss for proc in procs}
+    pids = [proc.pid for proc in procs]
+    pids += [child.pid for pid in pids for child in psutil.Process(pid).children(recursive=True)]  # prefork
+    for pid in pids:
+        reset_peak(pid)
+    before = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
     entry = sample_entry("purchase", 1)
     entry["id"] = f"ent_{tag}_{world.run}"
     doc_id = f"doc_{tag}_{world.run}"
