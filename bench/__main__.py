@@ -540,9 +540,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Measure the pipeline beside a raw Celery 5-step chain on this machine (prints, asserts nothing).",
     )
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--concurrency", type=int, default=16, help="per worker (default 16)")
-    p.add_argument("--pool", default="threads", choices=["threads", "prefork", "gevent", "solo"])
+    p.add_argument("--workers", type=int, default=2, help="acd worker processes, beside one events worker (default 2)")
+    p.add_argument("--concurrency", type=int, default=16, help="per acd worker (default 16)")
+    p.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"], help="(default threads)")
     p.add_argument("--repeats", type=int, default=3, help="runs of the raw and burst measurements (default 3)")
     p.add_argument("--entries", type=int, default=600, help="entries per pipeline burst (default 600)")
     p.add_argument("--raw-chains", type=int, default=2000, help="chains per raw run (default 2000)")
@@ -552,7 +552,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--big-mb", type=int, default=50, help="size of the large document (default 50 MB)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for a batch after this")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="where bench.json and bench.png go")
-    p.add_argument("--quick", action="store_true", help="small numbers, to check the bench itself (~3 min)")
+    p.add_argument("--quick", action="store_true", help="small numbers, to check the bench itself (about a minute)")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.entries, args.raw_chains, args.steady_seconds = 1, 150, 400, 8.0
