@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import calendar
 import copy
-import hashlib
 import hmac
 import json
 import logging
@@ -45,6 +44,7 @@ from pipeline.sandbox.http import (
     json_response,
     text_response,
 )
+from pipeline.sandbox.multipart import StreamedUpload
 
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -778,7 +778,7 @@ class AcdSandbox:
             return _error(400, "donneesInvalides", "Un envoi multipart/form-data est attendu")
         if not dossier.dossier.ged_rights:
             return _error(403, "droitsInsuffisants", _DENIED)
-        upload = _Upload()
+        upload = StreamedUpload(field_max_bytes=1024)
         try:
             parser = MultipartParser(boundary, upload.callbacks())
             received = 0
@@ -1047,61 +1047,3 @@ def _folder_path(tree: list[dict[str, Any]], folder: int) -> list[int] | None:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-class _Upload:
-    """Streaming multipart callbacks: hashes the ``file`` part, keeps small fields, drops the bytes."""
-
-    FIELD_MAX_BYTES = 1024
-
-    def __init__(self) -> None:
-        self.fields: dict[str, bytes] = {}
-        self.filename: str | None = None
-        self.file_parts = 0
-        self.size = 0
-        self.hasher = hashlib.sha256()
-        self.ended = False
-        self._headers: dict[bytes, bytes] = {}
-        self._field = bytearray()
-        self._value = bytearray()
-        self._name: str | None = None
-
-    def callbacks(self) -> Any:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_end": self._end,
-        }
-
-    def _part_begin(self) -> None:
-        self._headers = {}
-        self._name = None
-
-    def _header_end(self) -> None:
-        self._headers[bytes(self._field).strip().lower()] = bytes(self._value).strip()
-        self._field.clear()
-        self._value.clear()
-
-    def _headers_finished(self) -> None:
-        _disposition, params = parse_options_header(self._headers.get(b"content-disposition", b""))
-        self._name = params.get(b"name", b"").decode("utf-8", "replace")
-        if self._name == "file":
-            self.file_parts += 1
-            raw = params.get(b"filename")
-            self.filename = raw.decode("utf-8", "replace") if raw else None
-        elif self._name:
-            self.fields.setdefault(self._name, b"")
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._name == "file":
-            self.hasher.update(memoryview(data)[start:end])
-            self.size += end - start
-        elif self._name and len(self.fields[self._name]) < self.FIELD_MAX_BYTES:
-            self.fields[self._name] += data[start:end]
-
-    def _end(self) -> None:
-        self.ended = True

@@ -11,7 +11,6 @@ Only the size, SHA-256 and first bytes of deposited files are kept, never the fi
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import re
@@ -28,6 +27,7 @@ from typing import Any
 from pipeline.documents import sniff_type
 from pipeline.sandbox.faults import Fault, FaultSwitch, parse_faults
 from pipeline.sandbox.http import BadBody, ConnectionAbort, HttpError, Request, Response, Router, json_response
+from pipeline.sandbox.multipart import StreamedUpload
 
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -286,7 +286,7 @@ class CegidLoopSandbox:
         boundary = options.get(b"boundary")
         if content_type != b"multipart/form-data" or not boundary:
             return _error(400, "Un envoi multipart/form-data est attendu")
-        upload = _Upload()
+        upload = StreamedUpload(field_max_bytes=16 * 1024, head_bytes=1024)
         try:
             parser = MultipartParser(boundary, upload.callbacks())
             for chunk in request.iter_body():
@@ -392,66 +392,3 @@ def _metadata_problem(meta: Any) -> str | None:
         if name in meta and not isinstance(meta[name], str):
             return f"{name} doit être une chaîne"
     return None
-
-
-class _Upload:
-    """Streaming multipart callbacks: hashes the ``file`` part and keeps its first bytes and small fields."""
-
-    FIELD_MAX_BYTES = 16 * 1024
-    HEAD_BYTES = 1024
-
-    def __init__(self) -> None:
-        self.fields: dict[str, bytes] = {}
-        self.filename: str | None = None
-        self.file_parts = 0
-        self.size = 0
-        self.head = bytearray()
-        self.hasher = hashlib.sha256()
-        self.ended = False
-        self._headers: dict[bytes, bytes] = {}
-        self._field = bytearray()
-        self._value = bytearray()
-        self._name: str | None = None
-
-    def callbacks(self) -> Any:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_end": self._end,
-        }
-
-    def _part_begin(self) -> None:
-        self._headers = {}
-        self._name = None
-
-    def _header_end(self) -> None:
-        self._headers[bytes(self._field).strip().lower()] = bytes(self._value).strip()
-        self._field.clear()
-        self._value.clear()
-
-    def _headers_finished(self) -> None:
-        _disposition, params = parse_options_header(self._headers.get(b"content-disposition", b""))
-        self._name = params.get(b"name", b"").decode("utf-8", "replace")
-        if self._name == "file":
-            self.file_parts += 1
-            raw = params.get(b"filename")
-            self.filename = raw.decode("utf-8", "replace") if raw else None
-        elif self._name:
-            self.fields.setdefault(self._name, b"")
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._name == "file":
-            piece = data[start:end]
-            self.hasher.update(piece)
-            self.size += end - start
-            if len(self.head) < self.HEAD_BYTES:
-                self.head.extend(piece[: self.HEAD_BYTES - len(self.head)])
-        elif self._name and len(self.fields[self._name]) < self.FIELD_MAX_BYTES:
-            self.fields[self._name] += data[start:end]
-
-    def _end(self) -> None:
-        self.ended = True
