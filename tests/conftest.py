@@ -85,17 +85,11 @@ def hub_env(
 @pytest.fixture(scope="session")
 def worker(hub_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
     """A real `hubsync worker` process on the events, acd and cegid_loop queues."""
-    from pipeline.demo import start_worker
+    from pipeline.demo import start_worker, wait_ready
 
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_worker(hub_env, log, queues="events,acd,cegid_loop")
-    deadline = time.monotonic() + 60
-    while b"ready." not in log.read_bytes():
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker not ready after 60s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
+    wait_ready([(proc, log)], timeout=60)
     yield proc
     proc.terminate()
     try:
@@ -145,6 +139,24 @@ class Hub:
             "QONTO",
             dossier or next(iter(firm_seed.dossiers)),
             Secret(password),
+        )
+
+    def connect_loop(self, client_file: str, dossier: str, title: str = "Client") -> None:
+        """Connect ``client_file`` to a new Cegid Loop sandbox dossier of its own (no shared partner folder)."""
+        from pipeline.cegid.connect import connect
+        from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
+        from pipeline.secrets import Secret
+
+        self.sandbox.app("cegid").add_dossier(dossier, title, api_keys=[DEMO_API_KEY])
+        connect(
+            self.store,
+            client_file,
+            self.sandbox.app_url("cegid"),
+            dossier,
+            DEMO_DOMAIN,
+            DEMO_API_KEY,
+            Secret(DEMO_API_SECRET),
+            Secret(DEMO_SUBSCRIPTION_KEY),
         )
 
     def emit(self, event: dict[str, Any]) -> None:

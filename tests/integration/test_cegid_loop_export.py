@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.cegid.connect import PROVIDER, connect
+from pipeline.cegid.connect import PROVIDER
 from pipeline.cegid.export import ExportResult, pending, run_export
 from pipeline.cegid.sandbox import (
     DEMO_API_KEY,
@@ -23,7 +23,6 @@ from pipeline.cegid.sandbox import (
 )
 from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.sandbox import Fault
-from pipeline.secrets import Secret
 from tests.conftest import SHARED_DOCUMENTS, Hub, run_cli
 
 pytestmark = pytest.mark.integration
@@ -45,19 +44,8 @@ def _enqueue(provider: str, rid: str, generation: int, step: str) -> None:
 
 def _connect(hub: Hub, name: str) -> tuple[str, str]:
     """A client file connected to a dossier of its own (so tests never share a partner folder)."""
-    cf = hub.cf(name)
-    dossier = f"{name}{hub.run}".upper()
-    _loop(hub).add_dossier(dossier, f"Client {name}", api_keys=[DEMO_API_KEY])
-    connect(
-        hub.store,
-        cf,
-        hub.sandbox.app_url("cegid"),
-        dossier,
-        DEMO_DOMAIN,
-        DEMO_API_KEY,
-        Secret(DEMO_API_SECRET),
-        Secret(DEMO_SUBSCRIPTION_KEY),
-    )
+    cf, dossier = hub.cf(name), f"{name}{hub.run}".upper()
+    hub.connect_loop(cf, dossier, f"Client {name}")
     return cf, dossier
 
 

@@ -72,26 +72,13 @@ def test_reconcile_of_a_client_file_without_acd_fails_clearly(hub: Hub) -> None:
 
 
 def test_reconcile_checks_cegid_loop_documents_by_name_in_the_partner_folder(hub: Hub, tmp_path) -> None:
-    from pipeline.cegid.connect import connect as connect_loop
     from pipeline.cegid.connect import context as loop_context
-    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
     from pipeline.samples import document_ref, tiny_pdf
-    from pipeline.secrets import Secret
 
     # given a client file on Cegid Loop whose two documents were exported
     cf = hub.cf("reconloop")
     dossier = f"RL{hub.run}".upper()
-    hub.sandbox.app("cegid").add_dossier(dossier, "Client reconcile", api_keys=[DEMO_API_KEY])
-    connect_loop(
-        hub.store,
-        cf,
-        hub.sandbox.app_url("cegid"),
-        dossier,
-        DEMO_DOMAIN,
-        DEMO_API_KEY,
-        Secret(DEMO_API_SECRET),
-        Secret(DEMO_SUBSCRIPTION_KEY),
-    )
+    hub.connect_loop(cf, dossier, "Client reconcile")
     docs = []
     for n in range(2):
         entry = sample_entry("purchase", 420 + n)

@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from pipeline.acd.sandbox import demo_acd_firms
-from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
+from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET
 from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.sandbox import Fault
-from pipeline.secrets import Secret, unseal
+from pipeline.secrets import unseal
 from tests.conftest import Hub
 
 pytestmark = pytest.mark.integration
@@ -89,22 +89,11 @@ def _leaks(secrets: dict[str, str], places: Iterator[tuple[str, bytes]]) -> list
 
 def _batch(hub: Hub) -> tuple[str, list[str]]:
     """A client file on ACD and Cegid Loop; entries with documents, one dead-lettered, one post dropped."""
-    from pipeline.cegid.connect import connect as connect_loop
 
     cf = hub.cf("secure")
     hub.connect_acd(cf, firm="leroy", dossier="LEROY01")
     dossier = f"SEC{hub.run}".upper()
-    hub.sandbox.app("cegid").add_dossier(dossier, "Client secure", api_keys=[DEMO_API_KEY])
-    connect_loop(
-        hub.store,
-        cf,
-        hub.sandbox.app_url("cegid"),
-        dossier,
-        DEMO_DOMAIN,
-        DEMO_API_KEY,
-        Secret(DEMO_API_SECRET),
-        Secret(DEMO_SUBSCRIPTION_KEY),
-    )
+    hub.connect_loop(cf, dossier, "Client secure")
     hub.sandbox.acd.set_fault("leroy", Fault(mode="drop_after_commit", route="compta/ecriture", count=1))
     ids = []
     for n in range(5):
