@@ -24,6 +24,7 @@ import psutil
 
 from bench import raw
 from bench.bed import FIRMS, Bed, percentile
+from pipeline.demo import wait_ready
 from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.secrets import generate_key
 
@@ -145,21 +146,16 @@ def start_pipeline(world: Bed, args: argparse.Namespace) -> list[Any]:
 
 def start_raw(world: Bed, args: argparse.Namespace) -> list[Any]:
     """Raw-chain workers with the same pool, concurrency and Celery settings as the pipeline's."""
-    procs = []
+    started = []
     for i in range(args.workers):
         log = world.tmp / f"raw{i}.log"
         world.logs.append(log)
         cmd = [sys.executable, "-m", "celery", "-A", "bench.raw", "worker", "-Q", raw.QUEUE, "-n", f"raw{i}@%h"]
         cmd += ["-P", args.pool, "-c", str(args.concurrency), "-l", "INFO", "--without-gossip", "--without-mingle"]
-        procs.append(subprocess.Popen(cmd, env=world.env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + 60
-    for i, proc in enumerate(procs):
-        log = world.tmp / f"raw{i}.log"
-        while b"ready." not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"raw worker did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-    return procs
+        proc = subprocess.Popen(cmd, env=world.env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        started.append((proc, log))
+    wait_ready(started)
+    return [proc for proc, _ in started]
 
 
 # -- events --------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ class Bed:
         self, count: int = 3, concurrency: int = 8, queues: str = "events,acd", pool: str = "threads"
     ) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` real worker processes on ``queues`` and wait until each is ready."""
-        from pipeline.demo import start_worker
+        from pipeline.demo import start_worker, wait_ready
 
         started = []
         for _ in range(count):
@@ -116,14 +116,7 @@ class Bed:
             proc = start_worker(self.env, log, queues=queues, concurrency=concurrency, pool=pool)
             self.workers.append(proc)
             started.append((proc, log))
-        deadline = time.monotonic() + 90
-        for proc, log in started:
-            while b"ready." not in log.read_bytes():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"worker exited early:\n{log.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker not ready after 90s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.1)
+        wait_ready(started)
         return [proc for proc, _ in started]
 
     def kill_worker(self, index: int = 0) -> None:

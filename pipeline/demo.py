@@ -60,6 +60,18 @@ def start_worker(
     )
 
 
+def wait_ready(started: list[tuple[subprocess.Popen[bytes], Path]], timeout: float = 90.0) -> None:
+    """Wait until each started worker's log says it is ready; raise with the log's end if one exits or is late."""
+    deadline = time.monotonic() + timeout
+    for proc, log in started:
+        while b"ready." not in log.read_bytes():
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready after {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+
 def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> dict[str, Any]:
     """Run the demo and return its summary (entries, landed, duplicates in ACD, dead letters)."""
     from pipeline.acd.connect import connect

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.demo import start_worker
+from pipeline.demo import start_worker, wait_ready
 from pipeline.samples import sample_entry, sample_event
 from tests.conftest import Hub
 
@@ -27,11 +26,7 @@ def more_workers(hub: Hub, tmp_path: Path) -> Iterator[list[subprocess.Popen[byt
         env = {**hub.env}
         procs.append(start_worker(env, log, concurrency=8))
         logs.append(log)
-    deadline = time.monotonic() + 60
-    while not all(b"ready." in log.read_bytes() for log in logs):
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise RuntimeError("extra workers did not start: " + " | ".join(log.read_text()[-500:] for log in logs))
-        time.sleep(0.1)
+    wait_ready(list(zip(procs, logs, strict=True)), timeout=60)
     yield procs
     for proc in procs:
         proc.terminate()
