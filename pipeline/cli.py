@@ -338,11 +338,14 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
     if client_file and store.connection(client_file, "cegid_loop") is None:
         fail(f"client file {client_file} has no Cegid Loop connection (hubsync connect cegid-loop)")
     results = []
+    refused: dict[str, str] = {}
     for cf in files:
         try:
             results.append(run_export(store, cf, enqueue))
         except HubsyncError as exc:
-            fail(f"export of {cf} failed: {exc.message}. {exc.hint}")
+            # One client file's dossier must not hold back the others; its documents keep waiting.
+            refused[cf] = f"{exc.message}. {exc.hint}"
+            click.echo(f"hubsync: export of {cf} failed, its documents wait: {refused[cf]}", err=True)
     taken = [rid for result in results for rid in result.enqueued]
     deadline = time.monotonic() + timeout
     settled = ("exported", "skipped", "dead")
@@ -363,6 +366,7 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
         "counts": counts,
         "skipped": skipped,
         "outcome_unknown": {rec.entry_id: rec.dead_letter_id for rec in unknown},
+        "refused": refused,
         "waited": wait,
     }
     if as_json:
@@ -387,6 +391,8 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
                     f"  outcome unknown {rec.entry_id}: Loop may hold it; look in PIA, then `hubsync dlq discard "
                     f"{rec.dead_letter_id} --reason 'in PIA'` or `hubsync dlq replay {rec.dead_letter_id}`"
                 )
+    if refused:
+        fail(f"{len(refused)} client file(s) not exported: {', '.join(sorted(refused))}")
     if wait and counts["waiting"]:
         fail(f"{counts['waiting']} document(s) not settled after {timeout:.0f}s", code=2)
 

@@ -354,6 +354,23 @@ def test_connect_refuses_an_unknown_dossier_code_before_any_deposit_and_prints_l
     assert again.returncode != 0 and "has no Cegid Loop connection" in again.stderr
 
 
+def test_export_refuses_a_dossier_loop_no_longer_knows_and_its_documents_wait(hub: Hub) -> None:
+    # given a pending invoice of a client file whose dossier was then deleted in Loop
+    cf, dossier = _connect(hub, "vanished")
+    doc = _doc(hub, "van", "supplier_invoice", data=tiny_pdf(f"vanished {hub.run}"))
+    hub.emit(_event(hub, cf, "purchase", 92, [doc]))
+    _wait_pending(hub, cf, 1)
+    _loop(hub).remove_dossier(dossier)
+    # when the export runs
+    shown = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--json")
+    # then it refuses with the reason, sends nothing, and the invoice keeps waiting; status says why
+    assert shown.returncode == 1 and f"export of {cf} failed, its documents wait" in shown.stderr
+    assert "lost silently" in json.loads(shown.stdout)["refused"][cf]
+    assert pending(hub.store, cf) == [_rid(cf, doc)] and _loop(hub).deposits(dossier) == []
+    status = run_cli(hub.env, "status").stdout
+    assert f"connection cegid_loop {cf}: dossier_check_failed" in status and "documents wait" in status
+
+
 def test_document_arriving_mid_export_goes_in_the_next_export(hub: Hub) -> None:
     # given two pending documents
     cf, dossier = _connect(hub, "midway")
