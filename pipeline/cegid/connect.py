@@ -185,13 +185,12 @@ def check_dossier(client: LoopClient, dossier: str, api_key: str, steps: LoopHub
         journals = client.journals(dossier, take=1)
     except AuthenticationFailed as exc:
         raise AuthenticationFailed(
-            f"Cegid Loop refused the API key {api_key!r} or its secret, or the subscription key ({exc.message}): "
-            "wrong key or secret",
+            f"the API key {api_key!r}, its secret or the subscription key was refused — {exc.message}",
             status=exc.status,
         ) from exc
     except DossierAccessDenied as exc:
         raise DossierAccessDenied(
-            f"the API key {api_key!r} is not linked to dossier {dossier} ({exc.message})",
+            f"the API key {api_key!r} is not linked to dossier {dossier} — {exc.message}",
             status=exc.status,
             hint=(
                 "In CegidLife, the firm administrator gives the API key access to this dossier; in Loop Hub the "

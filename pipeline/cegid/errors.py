@@ -104,9 +104,9 @@ class AuthenticationFailed(CustomerActionError):
     """Cegid Loop refused the subscription key, the API key or the API secret (401)."""
 
     default_hint = (
-        "Wrong key or secret: check the API key and API secret in the administrator's account in CegidLife "
-        "(and HUBSYNC_CEGID_SUBSCRIPTION_KEY, the hub's subscription key), run `hubsync connect cegid-loop` "
-        "again, then replay."
+        "Check the API key and API secret in the administrator's account in CegidLife (and "
+        "HUBSYNC_CEGID_SUBSCRIPTION_KEY, the hub's subscription key), run `hubsync connect cegid-loop` again, "
+        "then replay."
     )
 
 
