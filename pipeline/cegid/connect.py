@@ -261,8 +261,9 @@ def connect(
             sealed_secret=seal(api_secret),
             status="ready",
             status_message=(
-                f"declare {steps.application} in Loop Hub (Email prestataire {steps.partner_email}); the partner "
-                f"folder appears within hours; if not after {FOLDER_PATIENCE_HOURS} h, disconnect and connect again"
+                f"declare {steps.application} in Loop Hub with Email prestataire {steps.partner_email}; the "
+                f"partner folder appears within hours; if not after {FOLDER_PATIENCE_HOURS} h, disconnect and "
+                "connect again"
             ),
         )
     )
