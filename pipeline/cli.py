@@ -285,7 +285,7 @@ def connect_cegid_loop(
 
 
 @main.command()
-@click.argument("provider", type=click.Choice(["acd", "cegid-loop"]))
+@click.argument("provider", type=click.Choice(["acd", "cegid-loop", "cegid_loop"]))
 @click.option("--client-file", "client_file", required=True, help="The hub's client file id.")
 def disconnect(provider: str, client_file: str) -> None:
     """Remove a client file's connection to PROVIDER; its records and their history stay.
@@ -294,7 +294,7 @@ def disconnect(provider: str, client_file: str) -> None:
     partner folder has not appeared in Loop 24 hours after the Loop Hub declaration.
     """
     store = _store()
-    if provider == "cegid-loop":
+    if provider in ("cegid-loop", "cegid_loop"):
         from pipeline.cegid.connect import disconnect as loop_disconnect
 
         gone = loop_disconnect(store, client_file)

@@ -80,8 +80,6 @@ class LoopServer:
             self._http.stop()
             self._http = None
 
-    start, stop = up, down
-
 
 @dataclass
 class DayFigures:
