@@ -34,6 +34,7 @@ from pipeline.sandbox import Fault
 from pipeline.secrets import Secret
 from pipeline.steps import Outcome, run_step
 from pipeline.store import Store
+from tests.conftest import Hub
 
 PROVIDER = "cegid_loop"
 
@@ -43,6 +44,7 @@ class World:
     store: Store
     loop: CegidLoopSandbox
     sandbox: Any
+    env: dict[str, str]
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     enqueued: list[tuple[str, str, int, str]] = field(default_factory=list)
 
@@ -51,17 +53,7 @@ class World:
 
     def connect(self, name: str) -> tuple[str, str]:
         cf, dossier = f"cf_{name}_{self.run}", f"{name}{self.run}".upper()
-        self.loop.add_dossier(dossier, f"Client {name}", api_keys=[DEMO_API_KEY])
-        loop_connect.connect(
-            self.store,
-            cf,
-            self.sandbox.app_url("cegid"),
-            dossier,
-            DEMO_DOMAIN,
-            DEMO_API_KEY,
-            Secret(DEMO_API_SECRET),
-            Secret(DEMO_SUBSCRIPTION_KEY),
-        )
+        Hub(self.env, self.sandbox).connect_loop(cf, dossier, f"Client {name}")  # no worker needed for this
         return cf, dossier
 
     def document(self, cf: str, name: str, kind: str = "supplier_invoice") -> str:
@@ -93,7 +85,7 @@ class World:
 def world(hub_env: dict[str, str], sandbox: Any) -> Iterator[World]:
     loop = sandbox.app("cegid")
     loop.clear_faults()
-    yield World(runtime.store(), loop, sandbox)
+    yield World(runtime.store(), loop, sandbox, hub_env)
     loop.clear_faults()
 
 
