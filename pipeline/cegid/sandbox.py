@@ -148,15 +148,6 @@ class CegidLoopSandbox:
         with self._lock:
             return self._state.dossiers.pop(code, None) is not None
 
-    def link(self, code: str, api_key: str, linked: bool = True) -> None:
-        """Give (or take back) an API key's access to a dossier."""
-        with self._lock:
-            keys = self._state.dossiers[code].api_keys
-            if linked:
-                keys.add(api_key)
-            else:
-                keys.discard(api_key)
-
     def deposits(self, context: str | None = None) -> list[dict[str, Any]]:
         """What every deposit received (of one context, known or not): ``documentId``, ``context``,
         ``filename``, ``transaction``, ``uploadMode``, ``uploadAuthor``, ``content_type``, ``sniffed_type``,

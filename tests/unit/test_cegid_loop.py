@@ -392,6 +392,10 @@ def test_sandbox_journal_tells_a_real_dossier_from_an_unknown_code_and_a_dossier
         headers={"Ocp-Apim-Subscription-Key": DEMO_SUBSCRIPTION_KEY, "x-apikey": f"{DEMO_API_KEY}:{DEMO_API_SECRET}"},
     )
     assert raw.status_code == 403 and set(raw.json()) == {"statusCode", "message"}
+    headers = {"Ocp-Apim-Subscription-Key": DEMO_SUBSCRIPTION_KEY, "x-apikey": f"{DEMO_API_KEY}:{DEMO_API_SECRET}"}
+    accounts = httpx.get(f"{server.app_url('cegid')}/compte", params={"codeDossier": "DUPONT01"}, headers=headers)
+    assert accounts.status_code == 200 and "401000" in {a["numero"] for a in accounts.json()}
+    assert httpx.get(f"{server.app_url('cegid')}/compte", params={"codeDossier": "NOPE"}, headers=headers).json() == []
     with pytest.raises(errors.AuthenticationFailed):
         _client(server, secret="wrong").journals("DUPONT01")
     with pytest.raises(errors.AuthenticationFailed) as no_sub:
