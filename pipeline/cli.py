@@ -250,7 +250,9 @@ def refresh(client_file: str | None, as_json: bool) -> None:
     help="The Cegid Loop API base URL.",
 )
 @click.option("--dossier", required=True, help="The client's code dossier in Cegid Loop.")
-@click.option("--domain", required=True, help="The firm's Loop domain (header x-loop-domain).")
+@click.option(
+    "--domain", required=True, help="The firm's Loop domain: it names the partner e-mail declared in Loop Hub."
+)
 @click.option("--api-key", "api_key", required=True, help="The API key from the administrator's CegidLife account.")
 @click.option("--api-secret-stdin", is_flag=True, help="Read the API secret from standard input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -259,8 +261,9 @@ def connect_cegid_loop(
 ) -> None:
     """Store a Cegid Loop connection (secret from HUBSYNC_CEGID_API_SECRET or --api-secret-stdin).
 
-    The partner subscription key comes from HUBSYNC_CEGID_SUBSCRIPTION_KEY. Checks access to the dossier
-    and makes sure the "Qonto" partner folder exists (creating it once).
+    The partner subscription key comes from HUBSYNC_CEGID_SUBSCRIPTION_KEY. Checks the key and the dossier
+    code with a read (an unknown code is refused: Loop would accept and lose every document sent to it), then
+    prints what the firm must declare in Loop Hub, with the exact values.
     """
     from pipeline.cegid.connect import connect as do_connect
     from pipeline.secrets import Secret
@@ -277,10 +280,40 @@ def connect_cegid_loop(
     if as_json:
         emit_json(report.to_dict())
         return
-    click.echo(f"Connected {client_file} to Cegid Loop dossier {dossier} ({report.name or 'unnamed'}).")
-    state = "created" if report.folder_created else "found"
-    click.echo(f"  partner folder Qonto: {state} ({report.folder_id})")
-    click.echo("  documents are exported every day at 20:00 UTC (or now: hubsync export cegid-loop)")
+    for line in report.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("provider", type=click.Choice(["acd", "cegid-loop", "cegid_loop"]))
+@click.option("--client-file", "client_file", required=True, help="The hub's client file id.")
+def disconnect(provider: str, client_file: str) -> None:
+    """Remove a client file's connection to PROVIDER; its records and their history stay.
+
+    Connecting again (hubsync connect) starts afresh. For Cegid Loop, this is what the firm does when the
+    partner folder has not appeared in Loop 24 hours after the Loop Hub declaration.
+    """
+    store = _store()
+    if provider in ("cegid-loop", "cegid_loop"):
+        from pipeline.cegid.connect import disconnect as loop_disconnect
+
+        gone = loop_disconnect(store, client_file)
+        if gone is None:
+            fail(f"client file {client_file} has no Cegid Loop connection")
+        for line in gone.lines():
+            click.echo(line)
+        return
+    conn = store.delete_connection(client_file, provider)
+    if conn is None:
+        fail(f"client file {client_file} has no {provider} connection")
+    records = len(store.record_ids(provider, client_file))
+    click.echo(f"Disconnected {client_file} from ACD dossier {conn.params.get('dossier', '')}.")
+    click.echo("  removed: the connection (server, CNX, API code, dossier) with its sealed password")
+    click.echo(f"  kept: {records} record(s) and their history; connect again with `hubsync connect acd`")
+
+
+def _outcome_unknown(rec: Any) -> bool:
+    return bool((rec.last_error or {}).get("error_class") == "DepositOutcomeUnknown")
 
 
 @main.group("export")
@@ -305,28 +338,35 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
     if client_file and store.connection(client_file, "cegid_loop") is None:
         fail(f"client file {client_file} has no Cegid Loop connection (hubsync connect cegid-loop)")
     results = []
+    refused: dict[str, str] = {}
     for cf in files:
         try:
             results.append(run_export(store, cf, enqueue))
         except HubsyncError as exc:
-            fail(f"export of {cf} failed: {exc.message}. {exc.hint}")
+            # One client file's dossier must not hold back the others; its documents keep waiting.
+            refused[cf] = f"{exc.message}. {exc.hint}"
+            click.echo(f"hubsync: export of {cf} failed, its documents wait: {refused[cf]}", err=True)
     taken = [rid for result in results for rid in result.enqueued]
     deadline = time.monotonic() + timeout
     settled = ("exported", "skipped", "dead")
     while wait and time.monotonic() < deadline:
-        records = [store.record(rid) for rid in taken]
-        if all(rec is None or rec.state in settled for rec in records):
+        states = [store.fields(rid, "state")[0] for rid in taken]
+        if all(state is None or state in settled for state in states):
             break
         time.sleep(0.5)
     records = [rec for rec in (store.record(rid) for rid in taken) if rec is not None]
-    counts = {state: sum(1 for rec in records if rec.state == state) for state in (*settled, "waiting")}
+    counts = {state: sum(1 for rec in records if rec.state == state) for state in settled}
     counts["waiting"] = len(records) - sum(counts[s] for s in settled)
+    unknown = [rec for rec in records if rec.state == "dead" and _outcome_unknown(rec)]
+    counts["outcome_unknown"] = len(unknown)
     skipped = {rec.entry_id: rec.note.removeprefix("skipped: ") for rec in records if rec.state == "skipped"}
     doc = {
         "exports": [r.to_dict() for r in results],
         "documents": len(taken),
         "counts": counts,
         "skipped": skipped,
+        "outcome_unknown": {rec.entry_id: rec.dead_letter_id for rec in unknown},
+        "refused": refused,
         "waited": wait,
     }
     if as_json:
@@ -334,18 +374,25 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
     else:
         for r in results:
             note = " (another export was running)" if r.busy else ""
-            folder = "; partner folder recreated" if r.folder_replaced else ""
             click.echo(
-                f"{r.client_file_id}: {len(r.enqueued)} document(s) started, {r.left_for_next} left for the next "
-                f"export{folder}{note}"
+                f"{r.client_file_id}: dossier {r.dossier} read; {len(r.enqueued)} document(s) started, "
+                f"{r.left_for_next} left for the next export{note}"
             )
         if wait:
             click.echo(
-                f"exported {counts['exported']}, skipped {counts['skipped']}, dead {counts['dead']}, "
-                f"still waiting {counts['waiting']}"
+                f"deposited {counts['exported']}, skipped {counts['skipped']}, outcome unknown "
+                f"{counts['outcome_unknown']}, dead {counts['dead'] - counts['outcome_unknown']} other, still "
+                f"waiting {counts['waiting']}"
             )
             for doc_id, reason in sorted(skipped.items()):
                 click.echo(f"  skipped {doc_id}: {reason}")
+            for rec in unknown:
+                click.echo(
+                    f"  outcome unknown {rec.entry_id}: Loop may hold it; look in PIA, then `hubsync dlq discard "
+                    f"{rec.dead_letter_id} --reason 'in PIA'` or `hubsync dlq replay {rec.dead_letter_id}`"
+                )
+    if refused:
+        fail(f"{len(refused)} client file(s) not exported: {', '.join(sorted(refused))}")
     if wait and counts["waiting"]:
         fail(f"{counts['waiting']} document(s) not settled after {timeout:.0f}s", code=2)
 
@@ -481,7 +528,9 @@ def status(as_json: bool) -> None:
             "status": conn.status,
             "message": conn.status_message,
             "dossier": conn.params.get("dossier"),
+            "connected_at": float(conn.params.get("connected_at") or conn.created_at or 0) or None,
         }
+        item["connected_age_seconds"] = None if not item["connected_at"] else round(now() - item["connected_at"], 1)
         if conn.provider == "acd":
             breaker = Breaker(store, f"acd:{conn.params.get('url', '').rstrip('/')}", 0, 0, 0)
             item["server"] = breaker.state()
@@ -510,6 +559,8 @@ def status(as_json: bool) -> None:
         if item["provider"] == "acd":
             age = item["reference_age_seconds"]
             extra += ", no reference data yet" if age is None else f", reference data {_age(age)} old"
+        age = item["connected_age_seconds"]
+        extra += "" if age is None else f", connected {_age(age)} ago"
         note = f" ({item['message']})" if item["message"] else ""
         click.echo(f"connection {item['provider']} {item['client_file_id']}: {item['status']}{extra}{note}")
 
@@ -532,10 +583,11 @@ def entry(entry_id: str, as_json: bool) -> None:
                 "entry_id": rec.entry_id,
                 "state": rec.state,
                 "step": rec.step,
-                "ack": f"(#{rec.ack}#)" if rec.ack else None,
+                "ack": f"(#{rec.ack}#)" if rec.ack and rec.provider == "acd" else None,
+                "unique_key": rec.ack if rec.provider == "cegid_loop" else None,
                 "provider_id": rec.provider_id,
                 "documents": {
-                    doc_id: {k: meta.get(k) for k in ("name", "ged_id", "size", "sha256", "content_type")}
+                    doc_id: {k: meta.get(k) for k in _DOC_FIELDS} | {k: meta[k] for k in _LOOP_DOC_FIELDS if k in meta}
                     for doc_id, meta in rec.docs.items()
                 },
                 "attempts": rec.attempts_count,
@@ -552,8 +604,14 @@ def entry(entry_id: str, as_json: bool) -> None:
         return
     for item in out:
         click.echo(f"{item['provider']} / {item['client_file_id']}: {item['state']} (step {item['step']})")
-        click.echo(f"  ACK code: {item['ack'] or '-'}   provider id: {item['provider_id'] or '-'}")
+        if item["provider"] == "cegid_loop":
+            click.echo(f"  unique key: {item['unique_key'] or '-'}   Loop document id: {item['provider_id'] or '-'}")
+        else:
+            click.echo(f"  ACK code: {item['ack'] or '-'}   provider id: {item['provider_id'] or '-'}")
         for doc_id, meta in item["documents"].items():
+            if item["provider"] == "cegid_loop":
+                click.echo(f"  document {doc_id}: {_loop_doc_line(meta)}")
+                continue
             click.echo(f"  document {doc_id}: {meta.get('name') or '-'} (GED id {meta.get('ged_id') or '-'})")
         click.echo(f"  attempts: {item['attempts']}")
         if item["last_error"]:
@@ -569,15 +627,37 @@ def entry(entry_id: str, as_json: bool) -> None:
             click.echo(f"  note: {item['note']}")
 
 
+_DOC_FIELDS = ("name", "ged_id", "size", "sha256", "content_type")
+_LOOP_DOC_FIELDS = ("transaction", "skip_reason", "sending", "unknown", "deposit")
+
+
+def _loop_doc_line(meta: dict[str, Any]) -> str:
+    name = meta.get("name") or "-"
+    ledger = meta.get("deposit")
+    if ledger:
+        if ledger.get("settled_by_operator"):
+            return f"{name}: counted as deposited by an operator ({ledger['settled_by_operator'].get('reason')})"
+        return (
+            f"{name}: deposited {_when(ledger.get('deposited_at'))} as {ledger.get('transaction')} "
+            f"{ledger.get('content_type')}, Loop id {ledger.get('document_id') or '(none in its answer)'}"
+        )
+    if meta.get("skip_reason"):
+        return f"{name}: skipped ({meta['skip_reason']})"
+    if meta.get("sending"):
+        return f"{name}: sent {_when(meta['sending'].get('at'))}, outcome unknown (Loop may hold it)"
+    return f"{name}: not deposited yet"
+
+
 @main.command("reconcile")
 @click.option("--client-file", default=None, help="Only this client file (default: every connection).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def reconcile_cmd(client_file: str | None, as_json: bool) -> None:
-    """Compare the hub's records with what ACD (by ACK code) and Cegid Loop (by file name in the partner folder)
-    hold: missing, duplicated and unknown entries and documents.
+    """Compare the hub's records with what ACD holds (by ACK code), and report Cegid Loop documents from the hub's
+    deposit ledger (Loop cannot be asked): deposited, skipped with reason, outcome unknown.
 
-    Exits 1 when anything does not reconcile (or a dossier could not be read), 0 otherwise.
+    Exits 1 when anything does not reconcile or needs a look (or a dossier could not be read), 0 otherwise.
     """
+    from pipeline.cegid.reconcile import LedgerReconciliation
     from pipeline.reconcile import reconcile
 
     results = reconcile(_store(), client_file)
@@ -587,6 +667,10 @@ def reconcile_cmd(client_file: str | None, as_json: bool) -> None:
         emit_json({"ok": all(r.ok for r in results), "client_files": [r.to_dict() for r in results]})
     else:
         for r in results:
+            if isinstance(r, LedgerReconciliation):
+                for line in r.lines():
+                    click.echo(line)
+                continue
             head = f"{r.provider} {r.client_file_id} ({r.dossier}): "
             if r.error:
                 click.echo(head + f"could not read ACD: {r.error}")
@@ -770,12 +854,13 @@ def sandbox(host: str, port: int, acd_config: str | None, index_lag: float) -> N
     acd = AcdSandbox.from_json(acd_config) if acd_config else AcdSandbox(demo_acd_firms())
     acd.index_lag_seconds = index_lag
     server = SandboxServer(acd=acd, docs=DocStore(), host=host, port=port)
-    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_DOMAIN, CegidLoopSandbox
+    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY, CegidLoopSandbox
 
     server.mount("cegid", CegidLoopSandbox())
     click.echo(f"sandbox on {server.url}")
     click.echo(
-        f"  Cegid Loop: {server.app_url('cegid')} (domain {DEMO_DOMAIN}, dossier DUPONT01, API key {DEMO_API_KEY})"
+        f"  Cegid Loop: {server.app_url('cegid')} (dossier DUPONT01, API key {DEMO_API_KEY}, subscription key "
+        f"{DEMO_SUBSCRIPTION_KEY}, any --domain, e.g. {DEMO_DOMAIN})"
     )
     for firm in sorted(acd.firms):
         click.echo(f"  ACD firm {firm}: {server.acd_url(firm)}")
@@ -797,6 +882,12 @@ def demo(entries: int, timeout: float, as_json: bool) -> None:
         emit_json(summary)
     if summary["lost"] or summary["duplicates"]:
         fail(f"demo ended with {summary['lost']} entries not landed and {summary['duplicates']} duplicates")
+    loop = summary.get("cegid_loop") or {}
+    if loop.get("duplicates") or loop.get("not_settled"):
+        fail(
+            f"demo's Cegid Loop export ended with {loop['not_settled']} documents not settled and "
+            f"{loop['duplicates']} duplicates"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -129,3 +130,12 @@ def discard(store: Store, dl_id: str, reason: str, who: str = "") -> None:
         raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
     if dl.record_id:
         store.add_attempt(dl.record_id, {"step": dl.step, "outcome": "discarded", "reason": reason})
+        settle = DISCARD_SETTLERS.get(dl.provider)
+        if settle is not None:
+            module, _, name = settle.partition(":")
+            getattr(importlib.import_module(module), name)(store, dl, reason)
+
+
+# A provider whose discard can mean "it landed after all" settles its record here (imported when needed, so
+# that the command line and the dashboard need not know the provider).
+DISCARD_SETTLERS = {"cegid_loop": "pipeline.cegid.steps:settle_discarded"}

@@ -106,7 +106,7 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
     os.environ.update(env)
     reset_settings()
     runtime.reset()
-    worker = start_worker(env, workdir / "worker.log")
+    worker = start_worker(env, workdir / "worker.log", queues="events,acd,cegid_loop")
     _say(echo, f"sandbox at {server.url}; worker pid {worker.pid} (log {workdir / 'worker.log'})")
     try:
         store = runtime.store()
@@ -142,6 +142,9 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
         rids = [f"acd:{e['client_file_id']}:{e['entry']['id']}" for e in events]
         _wait(store, rids, timeout, echo)
         summary = _summary(store, server, files, rids, expected_dead, len(events) + 2)
+        from pipeline.cegid.demo import run_loop_demo
+
+        summary["cegid_loop"] = run_loop_demo(store, server.docs, run, timeout, echo)
     finally:
         worker.terminate()
         try:

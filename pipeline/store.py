@@ -240,6 +240,17 @@ class Store:
                 out.append(conn)
         return out
 
+    def delete_connection(self, client_file_id: str, provider: str) -> Connection | None:
+        """Remove a client file's connection to a provider (its records stay); returns what was removed."""
+        conn = self.connection(client_file_id, provider)
+        if conn is None:
+            return None
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(f"{P}:conn:{client_file_id}:{provider}")
+        pipe.srem(f"{P}:conns", f"{client_file_id}:{provider}")
+        pipe.execute()
+        return conn
+
     def set_connection_status(self, client_file_id: str, provider: str, status: str, message: str = "") -> None:
         """Mark a connection (e.g. ``auth_failed``) so that no worker keeps trying a wrong password."""
         self.r.hset(f"{P}:conn:{client_file_id}:{provider}", mapping={"status": status, "status_message": message})

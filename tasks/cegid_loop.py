@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 def _run(task: Any, step: str, record_id: str, generation: int) -> None:
     run_chain_step(task, step, record_id, generation, steps.STEP_FUNCTIONS)
-    rec = runtime.store().record(record_id)
-    if rec is not None and rec.state == "skipped":
+    state = runtime.store().fields(record_id, "state")[0]
+    if state == "skipped":
         raise Ignore()  # settled as skipped: the rest of the chain has nothing to do
 
 
@@ -37,28 +37,16 @@ def check(self: Any, record_id: str, generation: int) -> None:
     _run(self, "check", record_id, generation)
 
 
-@app.task(name=CEGID_LOOP_TASKS["rename"], bind=True, max_retries=None)
-def rename(self: Any, record_id: str, generation: int) -> None:
-    """Give the document its unique, deterministic name."""
-    _run(self, "rename", record_id, generation)
-
-
-@app.task(name=CEGID_LOOP_TASKS["map"], bind=True, max_retries=None)
-def map_metadata(self: Any, record_id: str, generation: int) -> None:
-    """Build the deposit's metadata."""
-    _run(self, "map", record_id, generation)
+@app.task(name=CEGID_LOOP_TASKS["prepare"], bind=True, max_retries=None)
+def prepare(self: Any, record_id: str, generation: int) -> None:
+    """Fix the deposit's file name and transaction."""
+    _run(self, "prepare", record_id, generation)
 
 
 @app.task(name=CEGID_LOOP_TASKS["deposit"], bind=True, max_retries=None)
 def deposit(self: Any, record_id: str, generation: int) -> None:
-    """Deposit the document into the partner folder, once."""
+    """Deposit the document with storeDocument, once, and record it in the ledger."""
     _run(self, "deposit", record_id, generation)
-
-
-@app.task(name=CEGID_LOOP_TASKS["confirm"], bind=True, max_retries=None)
-def confirm(self: Any, record_id: str, generation: int) -> None:
-    """Find the document again in the partner folder: it is exported."""
-    _run(self, "confirm", record_id, generation)
 
 
 @app.task(name=EXPORT_TASK, bind=True, max_retries=None, ignore_result=True)

@@ -26,10 +26,8 @@ ACD_TASKS = {
 CEGID_LOOP_TASKS = {
     "fetch": "hubsync.cegid_loop.fetch",
     "check": "hubsync.cegid_loop.check",
-    "rename": "hubsync.cegid_loop.rename",
-    "map": "hubsync.cegid_loop.map",
+    "prepare": "hubsync.cegid_loop.prepare",
     "deposit": "hubsync.cegid_loop.deposit",
-    "confirm": "hubsync.cegid_loop.confirm",
 }
 EXPORT_TASK = "hubsync.cegid_loop.export"
 CHAINS: dict[str, dict[str, str]] = {"acd": ACD_TASKS, "cegid_loop": CEGID_LOOP_TASKS}

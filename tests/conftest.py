@@ -142,7 +142,7 @@ class Hub:
         )
 
     def connect_loop(self, client_file: str, dossier: str, title: str = "Client") -> None:
-        """Connect ``client_file`` to a new Cegid Loop sandbox dossier of its own (no shared partner folder)."""
+        """Connect ``client_file`` to a new Cegid Loop sandbox dossier of its own (its deposits are its own)."""
         from pipeline.cegid.connect import connect
         from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
         from pipeline.secrets import Secret

@@ -1,32 +1,42 @@
-"""The Cegid Loop client: exactly the routes and shapes of the Cegid Loop contract, nothing more.
+"""The Cegid Loop client: exactly the routes and shapes of the Cegid Loop contract (version 2), nothing more.
 
-One ``httpx.Client`` per worker process serves every firm. The API secret and the subscription key are
-``Secret`` values: they go into request headers and nowhere else (not in reprs, logs or task messages).
+Two routes: ``GET /journal`` (the only way to tell a real dossier from a code Loop would silently accept)
+and ``POST /storeDocument`` (the raw file as the body, streamed from the spool). One ``httpx.Client`` per
+worker process serves every firm. The API secret and the subscription key are ``Secret`` values: they go
+into request headers and nowhere else (not in reprs, logs or task messages); the firm's domain is not sent
+at all (no public route uses it), it only names the partner e-mail sent as ``uploadAuthor``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+import re
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from pipeline.cegid.errors import (
     DepositOutcomeUnknown,
     MalformedResponse,
-    error_from_exception,
+    SpoolUnreadable,
+    deposit_error,
     error_from_response,
+    read_error,
 )
-from pipeline.errors import HubsyncError
 from pipeline.secrets import Secret
 
 DEFAULT_URL = "https://api.cegid.com/loop-api-publiques"
-PAGE_MAX = 100
-FOLDER_NAME = "Qonto"
+DEPOSIT_MAX_BYTES = 50_000_000
+CHUNK_BYTES = 64 * 1024
+ANSWER_MAX_BYTES = 4096
+ANSWER_READ_MAX_BYTES = 64 * 1024
+UPLOAD_MODE = "API"
+_ID_KEYS = ("documentid", "id", "objectid", "uid", "guid", "documentuid", "iddocument")
+_ID_NEST = ("document", "data", "result", "value", "item")
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:{}-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -37,14 +47,13 @@ class LoopCredentials:
     subscription_key: Secret
     api_key: str
     api_secret: Secret
-    domain: str
 
     def __repr__(self) -> str:
-        return f"LoopCredentials(url={self.url!r}, api_key={self.api_key!r}, domain={self.domain!r}, [secure])"
+        return f"LoopCredentials(url={self.url!r}, api_key={self.api_key!r}, [secure])"
 
 
 class LoopAuth(httpx.Auth):
-    """Adds ``Ocp-Apim-Subscription-Key``, ``x-apikey: key:secret`` and ``x-loop-domain`` to every request."""
+    """Adds ``Ocp-Apim-Subscription-Key`` and ``x-apikey: key:secret`` to every request."""
 
     def __init__(self, creds: LoopCredentials) -> None:
         self.creds = creds
@@ -55,8 +64,38 @@ class LoopAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Ocp-Apim-Subscription-Key"] = self.creds.subscription_key.reveal()
         request.headers["x-apikey"] = f"{self.creds.api_key}:{self.creds.api_secret.reveal()}"
-        request.headers["x-loop-domain"] = self.creds.domain
         yield request
+
+
+@dataclass(frozen=True)
+class Deposited:
+    """Loop's answer to a deposit it took: the document id found in it (if any) and the raw answer, capped."""
+
+    status: int
+    document_id: str | None
+    answer: str
+    answer_truncated: bool
+    sent_bytes: int
+
+
+class FileBody:
+    """A spool file as a request body, read in chunks while httpx sends it (never whole in memory).
+
+    ``complete`` turns true only once the last chunk has been handed to the connection and the next one was
+    asked for: before that, the server cannot hold the whole file, so a failure means "not sent".
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sent = 0
+        self.complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as fh:
+            while chunk := fh.read(CHUNK_BYTES):
+                yield chunk
+                self.sent += len(chunk)
+        self.complete = True
 
 
 class LoopClient:
@@ -71,104 +110,116 @@ class LoopClient:
     def __repr__(self) -> str:
         return f"LoopClient(url={self.base!r}, api_key={self.creds.api_key!r})"
 
-    # -- plumbing --------------------------------------------------------------------------------
-
-    def _send(
-        self, method: str, route: str, *, write: bool = False, ok: tuple[int, ...] = (200,), **kwargs: Any
-    ) -> httpx.Response:
+    def journals(self, code: str, take: int = 1, skip: int = 0) -> list[dict[str, Any]]:
+        """``GET /journal?codeDossier=``: the dossier's journals (an unknown code answers an empty array)."""
+        params: dict[str, Any] = {"codeDossier": code, "take": take, "skip": skip}
         try:
-            response = self.http.request(method, f"{self.base}{route}", auth=self.auth, **kwargs)
-        except HubsyncError:
-            raise
+            response = self.http.get(f"{self.base}/journal", params=params, auth=self.auth)
         except httpx.HTTPError as exc:
-            raise error_from_exception(exc, write=write) from exc
-        if response.status_code not in ok:
-            raise error_from_response(response, write=write)
-        return response
-
-    @staticmethod
-    def _json(response: httpx.Response) -> Any:
-        try:
-            return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedResponse(
-                f"Cegid Loop answered {response.status_code} with a body that is not JSON on "
-                f"{response.request.url.path}"
-            ) from exc
-
-    # -- routes ----------------------------------------------------------------------------------
-
-    def dossier(self, code: str) -> dict[str, Any]:
-        """``{"codeDossier", "nom", "domaine"}`` of a dossier (checks access)."""
-        body = self._json(self._send("GET", f"/dossiers/{_seg(code)}"))
-        if not isinstance(body, dict):
-            raise MalformedResponse("Cegid Loop answered the dossier route with something other than an object")
-        return body
-
-    def partner_folders(self, code: str) -> list[dict[str, Any]]:
-        """The dossier's partner folders: ``[{"id", "nom", "creeLe"}]``."""
-        body = self._json(self._send("GET", f"/pia/dossiers/{_seg(code)}/dossiers-partenaires"))
-        if not isinstance(body, list):
-            raise MalformedResponse("Cegid Loop answered dossiers-partenaires with something other than an array")
-        return [item for item in body if isinstance(item, dict)]
-
-    def create_partner_folder(self, code: str, name: str = FOLDER_NAME) -> dict[str, Any]:
-        """Create a partner folder; ``FolderExists`` when one of that name exists."""
-        route = f"/pia/dossiers/{_seg(code)}/dossiers-partenaires"
-        body = self._json(self._send("POST", route, ok=(200, 201), json={"nom": name}))
-        if not isinstance(body, dict) or not body.get("id"):
-            raise MalformedResponse("Cegid Loop created the partner folder but gave no id")
-        return body
-
-    def deposit(
-        self, code: str, metadonnees: dict[str, Any], name: str, path: Path, content_type: str
-    ) -> dict[str, Any]:
-        """Deposit a file into PIA (multipart ``file`` + ``metadonnees``); streamed from ``path``."""
-        with path.open("rb") as fh:
-            response = self._send(
-                "POST",
-                f"/pia/dossiers/{_seg(code)}/documents",
-                write=True,
-                ok=(200, 201),
-                files={
-                    "file": (name, fh, content_type),
-                    "metadonnees": (None, json.dumps(metadonnees, ensure_ascii=False), "application/json"),
-                },
-            )
+            raise read_error(exc) from exc
+        if response.status_code != 200:
+            raise error_from_response(response)
         try:
             body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if not isinstance(body, dict) or not body.get("id"):
-            # Accepted, but no id: it may be in the folder; the deposit step looks it up by name.
-            raise DepositOutcomeUnknown("Cegid Loop accepted the deposit but gave no document id")
-        return body
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedResponse(
+                f"Cegid Loop answered /journal with {len(response.content)} bytes that are not JSON"
+            ) from exc
+        if isinstance(body, dict):  # tolerate an envelope around the array
+            body = next(
+                (v for k, v in body.items() if k.lower() in ("value", "data", "items") and isinstance(v, list)), body
+            )
+        if not isinstance(body, list):
+            raise MalformedResponse("Cegid Loop answered /journal with something other than an array")
+        return [item for item in body if isinstance(item, dict)]
 
-    def list_documents(
-        self, code: str, folder_id: str, name: str | None = None, skip: int = 0, take: int = PAGE_MAX
-    ) -> tuple[list[dict[str, Any]], int]:
-        """One page of a partner folder's documents and the total count (``take`` at most 100)."""
-        params: dict[str, Any] = {"dossierPartenaireId": folder_id, "skip": skip, "take": min(take, PAGE_MAX)}
-        if name is not None:
-            params["nom"] = name
-        body = self._json(self._send("GET", f"/pia/dossiers/{_seg(code)}/documents", params=params))
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise MalformedResponse("Cegid Loop answered the document listing without its data array")
-        total = body.get("total")
-        data = [item for item in body["data"] if isinstance(item, dict)]
-        return data, total if isinstance(total, int) else len(data)
+    def store_document(
+        self,
+        context: str,
+        filename: str,
+        path: Path,
+        content_type: str,
+        *,
+        transaction: str | None = None,
+        upload_author: str | None = None,
+    ) -> Deposited:
+        """``POST /storeDocument``: deposit the spool file at ``path`` into the dossier's PIA, streamed.
 
-    def find_documents(self, code: str, folder_id: str, name: str) -> list[dict[str, Any]]:
-        """Every document of that exact name in the partner folder, across pages."""
-        found: list[dict[str, Any]] = []
-        skip = 0
-        while True:
-            page, total = self.list_documents(code, folder_id, name=name, skip=skip)
-            found.extend(item for item in page if item.get("nom") == name)
-            skip += len(page)
-            if not page or skip >= total:
-                return found
+        Raises ``DepositOutcomeUnknown`` when the whole file went out and no definitive answer came back;
+        any other error means Loop did not take it.
+        """
+        size = path.stat().st_size
+        params = {"context": context, "filename": filename, "uploadMode": UPLOAD_MODE}
+        if transaction:
+            params["transaction"] = transaction
+        if upload_author:
+            params["uploadAuthor"] = upload_author
+        body = FileBody(path)
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        try:
+            with self.http.stream(
+                "POST", f"{self.base}/storeDocument", params=params, content=body, headers=headers, auth=self.auth
+            ) as response:
+                # Once the status line is in, the outcome is known even if the body is then cut short.
+                content, cut = _read_capped(response, ANSWER_READ_MAX_BYTES)
+        except httpx.HTTPError as exc:
+            raise deposit_error(exc, body_sent=body.complete) from exc
+        except OSError as exc:  # the spool file itself, read while sending
+            if body.complete:
+                raise DepositOutcomeUnknown(f"reading the answer failed ({type(exc).__name__})") from exc
+            raise SpoolUnreadable(f"the spool file could not be read while sending ({exc.strerror})") from exc
+        if not 200 <= response.status_code < 300:
+            raise error_from_response(response, deposit=True, content=content)
+        return Deposited(
+            status=response.status_code,
+            document_id=document_id(content),
+            answer=content[:ANSWER_MAX_BYTES].decode("utf-8", "replace"),
+            answer_truncated=cut or len(content) > ANSWER_MAX_BYTES,
+            sent_bytes=body.sent,
+        )
 
 
-def _seg(value: str) -> str:
-    return quote(value, safe="")
+def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The start of an answer's body (at most ``limit`` bytes), and whether it was cut short or capped."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            parts.append(chunk[: limit - size])
+            size += len(parts[-1])
+            if size >= limit:
+                return b"".join(parts), True
+    except httpx.HTTPError:
+        return b"".join(parts), True
+    return b"".join(parts), False
+
+
+def document_id(content: bytes) -> str | None:
+    """The document id in a deposit's answer, whatever its case or shape (``documentId``, ``id``, nested)."""
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return _find_id(body, 0)
+
+
+def _find_id(value: Any, depth: int) -> str | None:
+    if depth > 3:
+        return None
+    if isinstance(value, str):
+        return value if depth == 0 and _PLAIN_ID.match(value) else None
+    if isinstance(value, list):
+        return _find_id(value[0], depth + 1) if len(value) == 1 else None
+    if not isinstance(value, dict):
+        return None
+    lowered = {str(k).lower(): v for k, v in value.items()}
+    for key in _ID_KEYS:
+        found = lowered.get(key)
+        if isinstance(found, str | int) and not isinstance(found, bool) and str(found).strip():
+            return str(found).strip()
+    for key in _ID_NEST:
+        if key in lowered:
+            nested = _find_id(lowered[key], depth + 1)
+            if nested:
+                return nested
+    return None

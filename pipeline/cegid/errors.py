@@ -3,52 +3,59 @@
 ::
 
     HubsyncError
-    ├── TransientError
-    │   ├── LoopUnavailable          503 (maintenance), other 5xx on a read, refused or reset connection
-    │   ├── RateLimited              429, honours Retry-After
-    │   ├── LoopTimeout              a read timed out
-    │   ├── MalformedResponse        an answer that is not the contract's JSON
-    │   ├── NotYetListed             deposited, not yet found again in the partner folder
-    │   └── OutcomeUnknown
-    │       └── DepositOutcomeUnknown a deposit got no definitive answer: look it up by name before sending again
-    ├── PermanentError
-    │   ├── DocumentTooLarge         413: over 20 MiB
-    │   ├── UnsupportedFileType      415: not JPEG, PNG or PDF (the deposit step marks the document skipped)
-    │   ├── DocumentExists           409 on a deposit: a document of that name is in the folder (looked up)
-    │   ├── FolderExists             409 on a folder creation: adopted by name
-    │   └── UnexpectedAnswer         an answer the contract does not allow
-    └── CustomerActionError
-        ├── AuthenticationFailed     401: wrong subscription key, API key or secret
-        ├── DossierAccessDenied      403: Qonto is not declared in Loop Hub for the dossier
-        └── DossierNotFound          404: unknown dossier code (or partner folder)
+    ├── TransientError                 retried, with backoff that honours Retry-After
+    │   ├── LoopUnavailable            503; a request that never went out whole (refused or cut connection,
+    │   │                              DNS, connect or pool timeout); 408; any 5xx on a read
+    │   ├── RateLimited                429: the gateway did not take the request
+    │   ├── LoopTimeout                a read that got no answer in time (a read changes nothing)
+    │   ├── MalformedResponse          a read answered with something that is not the contract's JSON
+    │   └── SpoolUnreadable            the spooled file could not be read while sending (fetched again)
+    ├── PermanentError                 dead-lettered at once: the document breaks a rule
+    │   ├── DocumentTooLarge           over 50,000,000 bytes (checked before sending; 413)
+    │   ├── UnsupportedFileType        415 from a gateway that checks types (the deposit step skips it)
+    │   ├── DepositRefused             400 or another 4xx on a deposit: refused, nothing stored
+    │   └── UnexpectedAnswer           an answer the contract does not allow
+    └── CustomerActionError            dead-lettered at once: somebody outside the hub must act
+        ├── AuthenticationFailed       401: wrong subscription key, API key or API secret
+        ├── DossierAccessDenied        403: the API key is not linked to the dossier
+        ├── UnknownDossier             no journal for the code: Loop would swallow every deposit
+        ├── RouteNotFound              404 on a route: the URL is not Cegid Loop's API base
+        └── DepositOutcomeUnknown      the deposit went out and its answer was lost: Loop may or may not
+                                       hold it and cannot be asked, so only an operator may send it again
 
-``UnsupportedFileType``, ``DocumentExists`` and ``FolderExists`` are answers the steps handle themselves;
-they only reach a dead letter if a step forgets to.
+Sent or not sent decides everything for a deposit, because Loop has no idempotency and no route that lists
+what it holds: a request that never went out whole (the client knows when the last byte of the body left)
+is retried like any outage, and 429 and 503 are the gateway saying it did not take it. Once the whole body
+went out, a read timeout or a cut connection is ``DepositOutcomeUnknown``, and so are 500, 502 and 504: the
+gateway answers 502 and 504 when the service behind it failed or was too slow *after* it forwarded the
+request, and a 500 may come from a failure after the document was stored, so a second deposit could be a
+second document in PIA — that is, an entry twice in the client's journals once PIA pre-fills them. A dead
+letter costs an operator one look at PIA; a silent second copy costs the client's books.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from pipeline.errors import CustomerActionError, HubsyncError, OutcomeUnknown, PermanentError, TransientError
+from pipeline.errors import CustomerActionError, HubsyncError, PermanentError, TransientError
 
-LOOP_HUB_FIELDS = (
-    "Type: Partenaire, Application: Qonto, API Key: the Cegid Loop API key and secret, "
-    "Email prestataire: the address given by Qonto for the firm's domain"
-)
+MESSAGE_MAX_CHARS = 300
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 class LoopUnavailable(TransientError):
-    """Cegid Loop is in maintenance (503), failing, or unreachable."""
+    """Cegid Loop is in maintenance (503), failing, or unreachable; the request did not get through."""
 
     default_hint = "Cegid Loop is unavailable; the hub keeps retrying. Nothing to do unless it lasts."
 
 
 class RateLimited(TransientError):
-    """Cegid Loop sheds load (429)."""
+    """Cegid Loop's gateway sheds load (429)."""
 
 
 class LoopTimeout(TransientError):
@@ -56,39 +63,37 @@ class LoopTimeout(TransientError):
 
 
 class MalformedResponse(TransientError):
-    """The answer is not the JSON the contract describes."""
+    """A read's answer is not the JSON the contract describes."""
 
 
-class NotYetListed(TransientError):
-    """The deposited document does not show in its partner folder yet."""
+class SpoolUnreadable(TransientError):
+    """The document's spool file could not be read while it was being sent."""
 
-    default_hint = "Cegid Loop lists new documents shortly after the deposit; the hub looks again."
-
-
-class DepositOutcomeUnknown(OutcomeUnknown):
-    """A deposit got no definitive answer: it may be in the folder."""
-
-    default_hint = "The hub looks the document up by name in the partner folder before it deposits again."
+    default_hint = "The hub fetches the document again and retries; nothing to do unless it lasts."
 
 
 class DocumentTooLarge(PermanentError):
-    """Cegid Loop refuses files over 20 MiB (413)."""
+    """Cegid Loop takes files up to 50,000,000 bytes (413 above)."""
 
-    default_hint = "Cegid Loop takes documents up to 20 MiB: attach a smaller scan in the hub, then replay."
+    default_hint = (
+        "Cegid Loop takes documents up to 50,000,000 bytes: attach a smaller scan in the hub and validate the "
+        "entry again, or discard this dead letter."
+    )
 
 
 class UnsupportedFileType(PermanentError):
-    """Cegid Loop refused the file's content: not JPEG, PNG or PDF (415)."""
+    """The file is not JPEG, PNG or PDF by its content."""
 
     default_hint = "Only JPEG, PNG and PDF files are exported to Cegid Loop; this one is skipped."
 
 
-class DocumentExists(PermanentError):
-    """A document of that file name is already in the partner folder (409)."""
+class DepositRefused(PermanentError):
+    """Cegid Loop refused the deposit request (400 or another 4xx): nothing was stored."""
 
-
-class FolderExists(PermanentError):
-    """A partner folder of that name already exists (409)."""
+    default_hint = (
+        "Cegid Loop refused the request itself (its message is above); nothing was stored. Report it with this "
+        "dead letter; replay once the cause is fixed."
+    )
 
 
 class UnexpectedAnswer(PermanentError):
@@ -99,66 +104,120 @@ class AuthenticationFailed(CustomerActionError):
     """Cegid Loop refused the subscription key, the API key or the API secret (401)."""
 
     default_hint = (
-        "Wrong key or secret: check the API key and API secret in the administrator's account in CegidLife "
-        "(and HUBSYNC_CEGID_SUBSCRIPTION_KEY), run `hubsync connect cegid-loop` again, then replay."
+        "Check the API key and API secret in the administrator's account in CegidLife (and "
+        "HUBSYNC_CEGID_SUBSCRIPTION_KEY, the hub's subscription key), run `hubsync connect cegid-loop` again, "
+        "then replay."
     )
 
 
 class DossierAccessDenied(CustomerActionError):
-    """The API key is not linked to the dossier: Qonto is not declared in Loop Hub for it (403)."""
+    """The API key is valid but not linked to the dossier (403)."""
 
     default_hint = (
-        f"In Cegid Loop, declare Qonto in the Loop Hub of this dossier ({LOOP_HUB_FIELDS}); "
-        "then run `hubsync connect cegid-loop` again and replay."
+        "In CegidLife the firm administrator must give the API key access to this dossier, and in Loop Hub the "
+        "hub must be declared for it (Type: Partenaire, Application, API Key, Email prestataire: see "
+        "`hubsync connect cegid-loop`); then run `hubsync connect cegid-loop` again and replay."
     )
 
 
-class DossierNotFound(CustomerActionError):
-    """Cegid Loop does not know the dossier code in this domain (404)."""
+class UnknownDossier(CustomerActionError):
+    """Cegid Loop has no dossier of that code for this key: a deposit there would be lost silently."""
 
     default_hint = (
-        "Check the code dossier and the domain of the firm in Cegid Loop, run `hubsync connect cegid-loop` "
-        "again with the right ones, then replay."
+        "Check the code dossier (the client's accounting file code) in Cegid Loop and run "
+        "`hubsync connect cegid-loop` again with the right one; documents wait until then."
     )
 
 
-def _json(response: httpx.Response) -> Any:
+class RouteNotFound(CustomerActionError):
+    """A route answered 404: the connection's URL is not Cegid Loop's API base."""
+
+    default_hint = (
+        "Check the --url of `hubsync connect cegid-loop` (default https://api.cegid.com/loop-api-publiques), "
+        "connect again, then replay."
+    )
+
+
+class DepositOutcomeUnknown(CustomerActionError):
+    """A deposit went out whole and its answer was lost: Loop may or may not hold the document."""
+
+    default_hint = (
+        "Cegid Loop cannot be asked what it holds. Look for the file named above in the dossier's PIA deposit in "
+        "Cegid Loop: if it is there, discard this dead letter (`hubsync dlq discard ID --reason 'in PIA'`: the "
+        "document then counts as exported); if it is not, replay it (`hubsync dlq replay ID`) to send it again."
+    )
+
+
+def _json(content: bytes) -> Any:
     try:
-        return json.loads(response.content)
+        return json.loads(content)
     except (ValueError, UnicodeDecodeError):
         return None
 
 
+def answer_message(response: httpx.Response, content: bytes | None = None) -> str:
+    """The message an error answer carries, word for word (JSON ``message``, or a plain-text body), capped."""
+    raw = response.content if content is None else content
+    body = _json(raw)
+    if isinstance(body, dict):
+        for name in ("message", "Message", "error", "title", "detail"):
+            value = body.get(name)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:MESSAGE_MAX_CHARS]
+        return ""
+    if isinstance(body, str):
+        return body.strip()[:MESSAGE_MAX_CHARS]
+    kind = response.headers.get("Content-Type", "")
+    if kind.startswith("text/plain") or (not kind and raw[:1] not in (b"<", b"")):
+        return raw.decode("utf-8", "replace").strip()[:MESSAGE_MAX_CHARS]
+    return ""
+
+
 def retry_after(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` seconds of an answer, when it gives a number."""
+    """The ``Retry-After`` of an answer in seconds (a number or an HTTP date), when it gives one."""
     raw = response.headers.get("Retry-After")
     if raw is None:
         return None
     try:
         return max(0.0, float(raw))
     except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
         return None
+    date_header = response.headers.get("Date")
+    try:
+        reference = parsedate_to_datetime(date_header) if date_header else None
+    except (TypeError, ValueError):
+        reference = None
+    if reference is None:
+        reference = datetime.now(UTC)
+    return max(0.0, (moment - reference).total_seconds())
 
 
-def error_from_response(response: httpx.Response, *, write: bool = False) -> HubsyncError:
-    """Sort an answer that is not a success into the error tree (``write``: the answer to a deposit)."""
+def dossier_is_unknown(message: str) -> bool:
+    """True for Loop's own sentence for a code it does not know (``Le dossier X n'existe pas…``)."""
+    text = message.lower().replace("\u2019", "'")  # a typographic apostrophe reads the same
+    return "dossier" in text and ("n'existe pas" in text or "inexistant" in text)
+
+
+def error_from_response(
+    response: httpx.Response, *, deposit: bool = False, content: bytes | None = None
+) -> HubsyncError:
+    """Sort an answer that is not a success into the error tree (``deposit``: the answer to a storeDocument)."""
     status = response.status_code
-    body = _json(response)
-    message = body.get("message") if isinstance(body, dict) else None
+    message = answer_message(response, content)
     route = response.request.url.path if response.request is not None else ""
     detail = f"Cegid Loop answered {status}" + (f" ({message})" if message else "") + f" on {route}"
     if status == 401:
         return AuthenticationFailed(f"{detail}: wrong key or secret", status=status)
     if status == 403:
-        return DossierAccessDenied(
-            f"{detail}: the API key has no access to the dossier; fill in the Loop Hub fields {LOOP_HUB_FIELDS}",
-            status=status,
-        )
+        return DossierAccessDenied(detail, status=status)
+    if dossier_is_unknown(message) and status >= 400 and not (deposit and status >= 500):
+        return UnknownDossier(detail, status=status)
     if status == 404:
-        return DossierNotFound(detail, status=status)
-    if status == 409:
-        cls: type[HubsyncError] = DocumentExists if write else FolderExists
-        return cls(detail, status=status)
+        return RouteNotFound(detail, status=status)
     if status == 413:
         return DocumentTooLarge(detail, status=status)
     if status == 415:
@@ -167,26 +226,43 @@ def error_from_response(response: httpx.Response, *, write: bool = False) -> Hub
         return RateLimited(detail, status=status, retry_after=retry_after(response))
     if status == 503:
         return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
-    if status >= 500:
-        if write:
-            # Anything but 503 (maintenance, nothing done) may hide a deposit Loop committed.
-            return DepositOutcomeUnknown(detail, status=status, retry_after=retry_after(response))
-        return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
     if status == 408:
-        return LoopTimeout(detail, status=status)
+        # The server gave up reading the request: it stored nothing.
+        return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
+    if status >= 500:
+        if deposit:
+            return DepositOutcomeUnknown(
+                f"{detail}, after the whole document was sent: the gateway or the service may have stored it",
+                status=status,
+            )
+        return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
+    if deposit and 400 <= status < 500:
+        return DepositRefused(detail, status=status)
     return UnexpectedAnswer(detail, status=status)
 
 
-def error_from_exception(exc: httpx.HTTPError, *, write: bool = False) -> HubsyncError:
-    """Sort a transport failure: before the request went out it is an outage; after, a deposit is unknown."""
+def read_error(exc: httpx.HTTPError) -> HubsyncError:
+    """Sort a transport failure of a read: nothing was changed, so every one of them is retried."""
     where = _where(exc)
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    if isinstance(exc, NOT_SENT):
         return LoopUnavailable(f"cannot reach Cegid Loop ({type(exc).__name__}) on {where}")
-    if write:
-        return DepositOutcomeUnknown(f"Cegid Loop did not answer the deposit ({type(exc).__name__}) on {where}")
     if isinstance(exc, httpx.TimeoutException):
         return LoopTimeout(f"Cegid Loop took too long to answer on {where}")
     return LoopUnavailable(f"the connection to Cegid Loop broke ({type(exc).__name__}) on {where}")
+
+
+def deposit_error(exc: httpx.HTTPError, *, body_sent: bool) -> HubsyncError:
+    """Sort a transport failure of a deposit by whether the whole body went out before it."""
+    where = _where(exc)
+    if isinstance(exc, NOT_SENT):
+        return LoopUnavailable(f"cannot reach Cegid Loop ({type(exc).__name__}) on {where}; nothing was sent")
+    if not body_sent:
+        return LoopUnavailable(
+            f"the connection to Cegid Loop broke while the document was being sent ({type(exc).__name__}) on "
+            f"{where}; it never went out whole, so Loop cannot have stored it"
+        )
+    what = "no answer came in time" if isinstance(exc, httpx.TimeoutException) else "the connection was cut"
+    return DepositOutcomeUnknown(f"the document went out whole, then {what} ({type(exc).__name__}) on {where}")
 
 
 def _where(exc: httpx.HTTPError) -> str:

@@ -2,8 +2,10 @@
 
 Ingest records each receipt, supplier invoice and customer invoice of a connected client file as a pending
 record (``cegid_loop:{client file}:{document}``) in a per-client-file queue ordered by arrival time; it
-exports nothing. The export takes the documents that arrived before it started and starts one chain per
-document, exactly once even when two exports overlap:
+exports nothing. The export first reads the dossier (``GET /journal``): a code Loop no longer knows, or a
+key it no longer accepts, stops the export of that client file with the reason on its connection, and its
+documents stay pending rather than go where Loop would swallow them. It then takes the documents that
+arrived before it started and starts one chain per document, exactly once even when two exports overlap:
 
 - a lock per client file lets one export at a time take documents;
 - a per-record marker (``export_id``, set with HSETNX) lets only one export start a record's chain, even if
@@ -22,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.cegid.connect import PROVIDER, context, ensure_folder
+from pipeline.cegid.connect import PROVIDER, check_dossier, context
 from pipeline.cegid.mapping import EXPORTED_KINDS
 from pipeline.config import settings
 from pipeline.deadletters import Enqueue
+from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.model import Event
 from pipeline.store import LockBusy, P, Store, now, record_id
 
@@ -36,6 +39,7 @@ EXPORT_LOCK_TTL_SECONDS = 300.0
 EXPORT_LOCK_WAIT_SECONDS = 60.0
 EXPORTS_KEPT = 60
 FIRST_STEP = "fetch"
+CHECK_FAILED = "dossier_check_failed"
 
 
 def next_export_at(current: datetime | None = None) -> datetime:
@@ -86,7 +90,7 @@ def fan_out_cegid_loop(store: Store, event: Event, data: dict[str, Any], enqueue
                 store.r.sadd(f"{P}:entry:{event.entry.id}", rid)
                 store.r.zadd(pending_key(cf), {rid: now()})
             elif rec.event_id != event.event_id and rec.step == "pending" and rec.state == "received":
-                # Validated again before the export: the deposit will carry the latest metadata.
+                # Validated again before the export: the deposit will carry the latest date, kind and party.
                 store.update(rid, event=data, event_id=event.event_id)
     shown = ", ".join(rids) or record_id(PROVIDER, cf, f"{event.entry.id} (no receipt or invoice)")
     return shown, bool(seen)
@@ -102,8 +106,7 @@ class ExportResult:
     enqueued: list[str] = field(default_factory=list)
     already_started: list[str] = field(default_factory=list)
     left_for_next: int = 0
-    folder_id: str = ""
-    folder_replaced: bool = False
+    dossier: str = ""
     busy: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,11 +115,10 @@ class ExportResult:
             "client_file_id": self.client_file_id,
             "export_id": self.export_id,
             "started_at": self.started_at,
+            "dossier": self.dossier,
             "enqueued": len(self.enqueued),
             "already_started": len(self.already_started),
             "left_for_next": self.left_for_next,
-            "folder_id": self.folder_id,
-            "folder_replaced": self.folder_replaced,
             "busy": self.busy,
         }
 
@@ -137,19 +139,35 @@ def _claim(store: Store, rid: str, export_id: str) -> bool:
     return True
 
 
+def _check(store: Store, client_file_id: str) -> str:
+    """Read the dossier before exporting; a refusal is written on the connection, where status shows it."""
+    ctx = context(store, client_file_id)
+    conn = store.connection(client_file_id, PROVIDER)
+    try:
+        check_dossier(ctx.client, ctx.dossier, ctx.client.creds.api_key)
+    except HubsyncError as exc:
+        if exc.kind is not ErrorKind.TRANSIENT:
+            store.set_connection_status(
+                client_file_id, PROVIDER, CHECK_FAILED, f"export stopped, documents wait: {exc.message}"
+            )
+        raise
+    if conn is not None and conn.status == CHECK_FAILED:
+        store.set_connection_status(client_file_id, PROVIDER, "ready", f"dossier {ctx.dossier} readable again")
+    return ctx.dossier
+
+
 def run_export(
     store: Store, client_file_id: str, enqueue: Enqueue, on_enqueued: Callable[[str], None] | None = None
 ) -> ExportResult:
-    """Export a client file now: check the partner folder, then start one chain per pending document."""
+    """Export a client file now: read its dossier, then start one chain per pending document."""
     export_id = f"exp_{int(now() * 1000):x}{uuid.uuid4().hex[:6]}"
     result = ExportResult(client_file_id, export_id, now())
     try:
         with store.lock(f"cegid_loop:export:{client_file_id}", EXPORT_LOCK_TTL_SECONDS, EXPORT_LOCK_WAIT_SECONDS):
+            result.dossier = _check(store, client_file_id)
             cutoff = result.started_at = now()
             store.r.set(_live_key(export_id), "1", px=int(EXPORT_LOCK_TTL_SECONDS * 1000))
             try:
-                ctx = context(store, client_file_id)
-                result.folder_id, result.folder_replaced = ensure_folder(ctx)
                 taken: list[str] = store.r.zrangebyscore(pending_key(client_file_id), "-inf", cutoff)
                 for rid in taken:
                     if not _claim(store, rid, export_id):

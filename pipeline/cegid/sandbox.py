@@ -1,68 +1,65 @@
-"""The Cegid Loop sandbox: the Cegid Loop contract served in full, for tests and ``hubsync sandbox``.
+"""The Cegid Loop sandbox: the Cegid Loop contract (version 2) and nothing more, for tests and ``hubsync sandbox``.
 
-Mounted by ``SandboxServer`` under ``/cegid`` (``SandboxServer.mount("cegid", sandbox)``). It checks the
-subscription key, ``x-apikey: key:secret`` and ``x-loop-domain``; answers 403 for a dossier the key is not
-linked to; keeps partner folders and PIA documents per dossier; refuses a deposit with 415 from the bytes
-(not the name or declared type), 413 over 20 MiB and 409 for a file name already in the folder; lists
-documents with paging (``take`` at most 100); and plays 429/503 (and every other fault mode) on demand.
-Only the size, SHA-256 and first bytes of deposited files are kept, never the files.
+Mounted by ``SandboxServer`` under ``/cegid``. It serves the reference-data reads ``GET /journal`` and
+``GET /compte`` (an unknown code answers ``[]``, a known dossier the key does not reach answers 403) and the
+PIA deposit ``POST /storeDocument?context=&filename=[&transaction][&uploadMode][&uploadAuthor]`` with the raw
+file as the body. Like the real one, the deposit validates nothing: any context (known or not) and any
+content is accepted with 200 and ``{"documentId", "fileName", "status": "Received", …}``; only a missing
+``context`` or ``filename`` (400), a body over 50,000,000 bytes (413, read streamed), a bad key (401) and a
+known dossier the key does not reach (403) are refused. Every deposit is kept as what it received — query
+parameters, ``Content-Type``, size, SHA-256 and the type its first bytes show — never the bytes, and shown
+per dossier (deposits into unknown contexts included) by ``deposits()`` and ``GET /_sandbox/cegid/state``.
+Faults (``pipeline.sandbox.faults``): ``rate_limit`` (429 with ``Retry-After``), ``drop_after_commit`` (the
+deposit is kept, then the connection is cut), ``off`` (down), ``slow``, ``status``, ``garbage``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import hashlib
 import logging
-import re
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.documents import sniff_type
 from pipeline.sandbox.faults import Fault, FaultSwitch, parse_faults
 from pipeline.sandbox.http import BadBody, ConnectionAbort, HttpError, Request, Response, Router, json_response
-from pipeline.sandbox.multipart import StreamedUpload
-
-try:
-    from python_multipart.multipart import MultipartParser, parse_options_header
-except ImportError:  # pragma: no cover - python-multipart before 0.0.13 only ships the old name
-    from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
 logger = logging.getLogger(__name__)
 
-DEPOSIT_MAX_BYTES = 20 * 1024 * 1024
-TAKE_MAX = 100
-TAKE_DEFAULT = 20
+DEPOSIT_MAX_BYTES = 50_000_000
 CALLS_KEPT = 10_000
-DOCUMENT_TYPES = ("recu", "facture_fournisseur", "facture_client")
-PAYMENT_STATUSES = ("paye", "non_paye")
-_METADATA_FIELDS = {
-    "dossierPartenaireId",
-    "typeDocument",
-    "statutPaiement",
-    "date",
-    "montantTTC",
-    "devise",
-    "tiers",
-    "reference",
-}
-_AMOUNT = re.compile(r"^-?\d+(\.\d{1,2})?$")
+HEAD_BYTES = 1024
+DEFAULT_JOURNALS = (("ACH", "Achats", 1), ("VT", "Ventes", 8), ("BQ", "Banque", 4), ("OD", "Opérations diverses", 2))
+DEFAULT_ACCOUNTS = (
+    ("401000", "Fournisseurs"),
+    ("411000", "Clients"),
+    ("512000", "Banque"),
+    ("606400", "Fournitures administratives"),
+    ("706000", "Prestations de services"),
+)
+
+DEMO_SUBSCRIPTION_KEY = "sub-hubsync-demo"
+DEMO_DOMAIN = "cabinet-dupont"
+DEMO_API_KEY = "loop-dupont"
+DEMO_API_SECRET = "loop-dupont-secret"
 
 
 @dataclass
 class LoopDossier:
-    """One client's accounting file in a firm's Loop domain."""
+    """One client's accounting file in the firm's Loop account: its journals, accounts and linked API keys."""
 
     code: str
     nom: str
-    domaine: str
     api_keys: set[str] = field(default_factory=set)
+    journals: list[dict[str, Any]] = field(default_factory=list)
+    comptes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -77,38 +74,52 @@ class LoopSeed:
         return f"LoopSeed(dossiers={[d.code for d in self.dossiers]}, [secure])"
 
 
-DEMO_SUBSCRIPTION_KEY = "sub-hubsync-demo"
-DEMO_DOMAIN = "cabinet-dupont"
-DEMO_API_KEY = "loop-dupont"
-DEMO_API_SECRET = "loop-dupont-secret"
+def journals_of(specs: Iterable[tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """Journals as ``GET /journal`` returns them, from ``(code, libelle, type)``."""
+    return [
+        {"objectId": str(uuid.uuid4()), "revisionId": str(uuid.uuid4()), "code": code, "libelle": libelle, "type": kind}
+        for code, libelle, kind in specs
+    ]
 
 
-def demo_loop_seed() -> LoopSeed:
-    """The demo firm: domain cabinet-dupont, key loop-dupont / loop-dupont-secret; DUPONT01 linked, DUPONT02 not."""
-    return LoopSeed(
-        subscription_keys={DEMO_SUBSCRIPTION_KEY},
-        api_keys={DEMO_API_KEY: DEMO_API_SECRET},
-        dossiers=[
-            LoopDossier("DUPONT01", "Boulangerie Dupont", DEMO_DOMAIN, {DEMO_API_KEY}),
-            LoopDossier("DUPONT02", "Garage Dupont", DEMO_DOMAIN, set()),
-        ],
+def _accounts() -> list[dict[str, Any]]:
+    return [
+        {"objectId": str(uuid.uuid4()), "revisionId": str(uuid.uuid4()), "numero": number, "libelle": libelle}
+        for number, libelle in DEFAULT_ACCOUNTS
+    ]
+
+
+def dossier(
+    code: str, nom: str, api_keys: Iterable[str] = (), journals: list[dict[str, Any]] | None = None
+) -> LoopDossier:
+    """A dossier with the usual journals and accounts (``journals=[]`` for one that has none)."""
+    return LoopDossier(
+        code, nom, set(api_keys), journals_of(DEFAULT_JOURNALS) if journals is None else journals, _accounts()
     )
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"statusCode": status, "message": message}, status, headers)
+def demo_loop_seed() -> LoopSeed:
+    """The demo firm: key loop-dupont / loop-dupont-secret; DUPONT01 linked to it, DUPONT02 not (403)."""
+    return LoopSeed(
+        subscription_keys={DEMO_SUBSCRIPTION_KEY},
+        api_keys={DEMO_API_KEY: DEMO_API_SECRET},
+        dossiers=[dossier("DUPONT01", "Boulangerie Dupont", {DEMO_API_KEY}), dossier("DUPONT02", "Garage Dupont")],
+    )
+
+
+def _error(status: int, message: str) -> Response:
+    return json_response({"statusCode": status, "message": message}, status)
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _State:
     def __init__(self, seed: LoopSeed) -> None:
         self.seed = copy.deepcopy(seed)
-        self.dossiers = {(d.domaine, d.code): d for d in self.seed.dossiers}
-        self.folders: dict[str, list[dict[str, Any]]] = {d.code: [] for d in self.seed.dossiers}
-        self.documents: dict[str, list[dict[str, Any]]] = {d.code: [] for d in self.seed.dossiers}
+        self.dossiers = {d.code: d for d in self.seed.dossiers}
+        self.deposits: list[dict[str, Any]] = []
         self.calls: deque[tuple[str, str, int]] = deque(maxlen=CALLS_KEPT)
 
 
@@ -125,37 +136,32 @@ class CegidLoopSandbox:
 
     # -- Python API ------------------------------------------------------------------------------
 
-    def add_dossier(self, code: str, nom: str, domaine: str = DEMO_DOMAIN, api_keys: Iterable[str] = ()) -> None:
+    def add_dossier(
+        self, code: str, nom: str, api_keys: Iterable[str] = (), journals: list[dict[str, Any]] | None = None
+    ) -> None:
         """Add a dossier (linked to ``api_keys``), as a firm creates one in Loop."""
         with self._lock:
-            dossier = LoopDossier(code, nom, domaine, set(api_keys))
-            self._state.dossiers[(domaine, code)] = dossier
-            self._state.folders.setdefault(code, [])
-            self._state.documents.setdefault(code, [])
+            self._state.dossiers[code] = dossier(code, nom, api_keys, journals)
 
-    def documents(self, dossier: str) -> list[dict[str, Any]]:
-        """Every deposited document of a dossier: ``id``, ``nom``, ``taille``, ``typeDocument``, ``deposeLe``,
-        ``dossierPartenaireId``, ``sha256``, ``metadonnees``."""
+    def remove_dossier(self, code: str) -> bool:
+        """Delete a dossier, as a firm could in Loop: its code is then unknown (and still accepts deposits)."""
         with self._lock:
-            return copy.deepcopy(self._state.documents.get(dossier, []))
+            return self._state.dossiers.pop(code, None) is not None
 
-    def folders(self, dossier: str) -> list[dict[str, Any]]:
-        """The dossier's partner folders."""
+    def deposits(self, context: str | None = None) -> list[dict[str, Any]]:
+        """What every deposit received (of one context, known or not): ``documentId``, ``context``,
+        ``filename``, ``transaction``, ``uploadMode``, ``uploadAuthor``, ``content_type``, ``sniffed_type``,
+        ``size``, ``sha256``, ``known_context``, ``received_at``."""
         with self._lock:
-            return copy.deepcopy(self._state.folders.get(dossier, []))
+            return [copy.deepcopy(d) for d in self._state.deposits if context is None or d["context"] == context]
 
-    def remove_folder(self, dossier: str, name: str = "Qonto") -> int:
-        """Delete a partner folder and its documents, as a user could in Loop; returns how many folders went."""
-        with self._lock:
-            gone = {f["id"] for f in self._state.folders.get(dossier, []) if f["nom"] == name}
-            self._state.folders[dossier] = [f for f in self._state.folders.get(dossier, []) if f["id"] not in gone]
-            self._state.documents[dossier] = [
-                d for d in self._state.documents.get(dossier, []) if d["dossierPartenaireId"] not in gone
-            ]
-            return len(gone)
+    def duplicates(self, context: str | None = None) -> int:
+        """Extra copies: deposits of the same bytes into the same context beyond the first."""
+        counts = Counter((d["context"], d["sha256"]) for d in self.deposits(context))
+        return sum(n - 1 for n in counts.values() if n > 1)
 
     def set_fault(self, fault: Fault) -> None:
-        """Activate a fault (route relative to ``/cegid``, e.g. ``pia/dossiers``)."""
+        """Activate a fault (route relative to ``/cegid``, e.g. ``storeDocument``)."""
         self._faults.add(fault)
 
     def clear_faults(self) -> None:
@@ -172,17 +178,25 @@ class CegidLoopSandbox:
             return list(self._state.calls)
 
     def reset(self) -> None:
-        """Back to the seed: no folders, no documents, no faults, no calls."""
+        """Back to the seed: no deposits, no faults, no calls."""
         with self._lock:
             self._state = _State(self._seed)
         self._faults.clear()
 
     def state(self) -> dict[str, Any]:
-        """Folders, documents, faults and calls as JSON-ready data."""
+        """Dossiers, deposits per context (unknown contexts included), faults and calls, JSON-ready."""
         with self._lock:
+            per_context: dict[str, list[dict[str, Any]]] = {}
+            for item in self._state.deposits:
+                per_context.setdefault(item["context"], []).append(copy.deepcopy(item))
+            known = set(self._state.dossiers)
             return {
-                "folders": copy.deepcopy(self._state.folders),
-                "documents": copy.deepcopy(self._state.documents),
+                "dossiers": {
+                    d.code: {"nom": d.nom, "api_keys": sorted(d.api_keys), "journals": len(d.journals)}
+                    for d in self._state.dossiers.values()
+                },
+                "deposits": per_context,
+                "unknown_contexts": sorted(c for c in per_context if c not in known),
                 "faults": [f.to_dict() for f in self._faults.active()],
                 "calls": [list(call) for call in self._state.calls],
             }
@@ -206,7 +220,11 @@ class CegidLoopSandbox:
 
     def _serve(self, request: Request) -> Response:
         if request.header("Ocp-Apim-Subscription-Key") not in self._state.seed.subscription_keys:
-            return _error(401, "Access denied due to missing or invalid subscription key.")
+            return _error(
+                401,
+                "Access denied due to missing subscription key. Make sure to include subscription key when making "
+                "requests to an API.",
+            )
         key, sep, secret = (request.header("x-apikey") or "").partition(":")
         if not sep or self._state.seed.api_keys.get(key) != secret:
             return _error(401, "Clé d'API invalide")
@@ -214,122 +232,87 @@ class CegidLoopSandbox:
         try:
             return self._router.handle(request)
         except BadBody as exc:
-            if exc.too_large:
-                return _error(413, "Le fichier dépasse 20 Mio")
-            return _error(400, str(exc))
+            return _error(413 if exc.too_large else 400, str(exc))
 
     def _build_router(self) -> Router:
-        router = Router(not_found=lambda request: _error(404, "Ressource inconnue"))
-        router.add("GET", "/dossiers/{code}", self._dossier_route)
-        router.add("GET", "/pia/dossiers/{code}/dossiers-partenaires", self._list_folders)
-        router.add("POST", "/pia/dossiers/{code}/dossiers-partenaires", self._create_folder)
-        router.add("POST", "/pia/dossiers/{code}/documents", self._deposit)
-        router.add("GET", "/pia/dossiers/{code}/documents", self._list_documents)
+        router = Router(not_found=lambda request: _error(404, "Resource not found"))
+        router.add("GET", "/journal", lambda request: self._list(request, "journals"))
+        router.add("GET", "/compte", lambda request: self._list(request, "comptes"))
+        router.add("POST", "/storeDocument", self._store_document)
         return router
 
-    def _dossier(self, request: Request) -> LoopDossier:
-        domain = request.header("x-loop-domain") or ""
-        dossier = self._state.dossiers.get((domain, request.params["code"]))
-        if dossier is None:
-            raise HttpError(_error(404, "Dossier inconnu"))
-        if request.context["api_key"] not in dossier.api_keys:
-            raise HttpError(_error(403, "Le collaborateur n'a pas accès au dossier"))
-        return dossier
+    def _reachable(self, request: Request, code: str) -> LoopDossier | None:
+        """The dossier of that code, None when unknown; 403 when the key does not reach it."""
+        found = self._state.dossiers.get(code)
+        if found is not None and request.context["api_key"] not in found.api_keys:
+            raise HttpError(_error(403, f"La clé d'API n'a pas accès au dossier {code}"))
+        return found
 
-    def _dossier_route(self, request: Request) -> Response:
-        dossier = self._dossier(request)
-        return json_response({"codeDossier": dossier.code, "nom": dossier.nom, "domaine": dossier.domaine})
-
-    def _list_folders(self, request: Request) -> Response:
-        dossier = self._dossier(request)
-        with self._lock:
-            return json_response(copy.deepcopy(self._state.folders[dossier.code]))
-
-    def _create_folder(self, request: Request) -> Response:
-        dossier = self._dossier(request)
-        body = request.json()
-        name = body.get("nom") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not name.strip() or set(body) != {"nom"}:
-            return _error(400, "Le champ nom est attendu")
-        with self._lock:
-            folders = self._state.folders[dossier.code]
-            if any(f["nom"] == name for f in folders):
-                return _error(409, f"Un dossier partenaire {name} existe déjà")
-            folder = {"id": str(uuid.uuid4()), "nom": name, "creeLe": _iso(self.clock())}
-            folders.append(folder)
-        return json_response(folder, 201)
-
-    def _list_documents(self, request: Request) -> Response:
-        dossier = self._dossier(request)
+    def _list(self, request: Request, what: str) -> Response:
+        code = request.query_value("codeDossier")
+        if not code:
+            return _error(400, "Le paramètre codeDossier est obligatoire")
         try:
             skip = int(request.query_value("skip") or 0)
-            take = int(request.query_value("take") or TAKE_DEFAULT)
+            take = int(request.query_value("take") or 100)
         except ValueError:
             return _error(400, "skip et take sont des entiers")
-        if skip < 0 or take < 1 or take > TAKE_MAX:
-            return _error(400, f"take doit être entre 1 et {TAKE_MAX}")
-        folder = request.query_value("dossierPartenaireId")
-        name = request.query_value("nom")
+        if skip < 0 or take < 0:
+            return _error(400, "skip et take sont positifs")
         with self._lock:
-            items = [
-                {k: d[k] for k in ("id", "nom", "taille", "typeDocument", "deposeLe")}
-                for d in self._state.documents[dossier.code]
-                if (not folder or d["dossierPartenaireId"] == folder) and (not name or d["nom"] == name)
-            ]
-        return json_response({"data": items[skip : skip + take], "total": len(items)})
+            found = self._reachable(request, code)
+            items = [] if found is None else copy.deepcopy(getattr(found, what))
+        return json_response(items[skip : skip + take])
 
-    def _deposit(self, request: Request) -> Response:
-        dossier = self._dossier(request)
-        if request.content_length is not None and request.content_length > DEPOSIT_MAX_BYTES + 64 * 1024:
-            return _error(413, "Le fichier dépasse 20 Mio")
-        content_type, options = parse_options_header(request.header("Content-Type") or "")
-        boundary = options.get(b"boundary")
-        if content_type != b"multipart/form-data" or not boundary:
-            return _error(400, "Un envoi multipart/form-data est attendu")
-        upload = StreamedUpload(field_max_bytes=16 * 1024, head_bytes=1024)
-        try:
-            parser = MultipartParser(boundary, upload.callbacks())
-            for chunk in request.iter_body():
-                parser.write(chunk)
-                if upload.size > DEPOSIT_MAX_BYTES:
-                    return _error(413, "Le fichier dépasse 20 Mio")
-            parser.finalize()
-        except ValueError as exc:
-            return _error(400, f"Envoi multipart illisible : {exc}")
-        if not upload.ended or upload.file_parts != 1 or not upload.filename or "metadonnees" not in upload.fields:
-            return _error(400, "Les parties file et metadonnees sont attendues")
-        if sniff_type(bytes(upload.head)) is None:
-            return _error(415, "Seuls les fichiers JPEG, PNG et PDF sont acceptés")
-        try:
-            meta = json.loads(upload.fields["metadonnees"].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return _error(400, "metadonnees n'est pas un JSON valide")
-        problem = _metadata_problem(meta)
-        if problem:
-            return _error(400, problem)
+    def _store_document(self, request: Request) -> Response:
+        context = request.query_value("context")
+        filename = request.query_value("filename")
+        if not context or not filename:
+            return _error(400, "Les paramètres context et filename sont obligatoires")
+        if request.content_length is not None and request.content_length > DEPOSIT_MAX_BYTES:
+            return _error(413, "Le fichier dépasse la taille maximale de 50 Mo")
         with self._lock:
-            folders = {f["id"] for f in self._state.folders[dossier.code]}
-            if meta["dossierPartenaireId"] not in folders:
-                return _error(404, "Dossier partenaire inconnu")
-            documents = self._state.documents[dossier.code]
-            if any(
-                d["dossierPartenaireId"] == meta["dossierPartenaireId"] and d["nom"] == upload.filename
-                for d in documents
-            ):
-                return _error(409, f"Le document {upload.filename} existe déjà dans ce dossier partenaire")
-            document = {
-                "id": str(uuid.uuid4()),
-                "nom": upload.filename,
-                "taille": upload.size,
-                "typeDocument": meta["typeDocument"],
-                "deposeLe": _iso(self.clock()),
-                "dossierPartenaireId": meta["dossierPartenaireId"],
-                "sha256": upload.hasher.hexdigest(),
-                "metadonnees": meta,
+            known = self._reachable(request, context) is not None
+        hasher = hashlib.sha256()
+        size = 0
+        head = bytearray()
+        for chunk in request.iter_body():
+            size += len(chunk)
+            if size > DEPOSIT_MAX_BYTES:
+                return _error(413, "Le fichier dépasse la taille maximale de 50 Mo")
+            hasher.update(chunk)
+            if len(head) < HEAD_BYTES:
+                head += chunk[: HEAD_BYTES - len(head)]
+        document_id = str(uuid.uuid4())
+        received = {
+            "documentId": document_id,
+            "context": context,
+            "filename": filename,
+            "transaction": request.query_value("transaction"),
+            "uploadMode": request.query_value("uploadMode"),
+            "uploadAuthor": request.query_value("uploadAuthor"),
+            "content_type": request.header("Content-Type"),
+            "sniffed_type": sniff_type(bytes(head)),
+            "size": size,
+            "sha256": hasher.hexdigest(),
+            "known_context": known,
+            "api_key": request.context["api_key"],
+            "received_at": _iso(self.clock()),
+        }
+        with self._lock:
+            self._state.deposits.append(received)
+        logger.info("Cegid Loop sandbox: %s received for %s", filename, context)
+        return json_response(
+            {
+                "documentId": document_id,
+                "fileName": filename,
+                "status": "Received",
+                "context": context,
+                "size": size,
+                "uploadMode": received["uploadMode"] or "API",
+                "receivedAt": received["received_at"],
             }
-            documents.append(document)
-        logger.info("Cegid Loop sandbox: %s deposited in %s", upload.filename, dossier.code)
-        return json_response({"id": document["id"], "nom": document["nom"], "statut": "depose"}, 201)
+        )
 
     # -- admin -----------------------------------------------------------------------------------
 
@@ -340,7 +323,9 @@ class CegidLoopSandbox:
         router.add("DELETE", "/faults", self._admin_clear_faults)
         router.add("GET", "/faults", self._admin_list_faults)
         router.add("GET", "/state", lambda request: json_response(self.state()))
-        router.add("POST", "/remove-folder", self._admin_remove_folder)
+        router.add(
+            "GET", "/deposits", lambda request: json_response(self.deposits(request.query_value("context") or None))
+        )
         return router
 
     def _admin_add_faults(self, request: Request) -> Response:
@@ -354,41 +339,3 @@ class CegidLoopSandbox:
 
     def _admin_list_faults(self, request: Request) -> Response:
         return json_response({"faults": [f.to_dict() for f in self.faults()]})
-
-    def _admin_remove_folder(self, request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("dossier"), str):
-            return json_response({"error": 'expected {"dossier": CODE, "nom": NAME}'}, 400)
-        return json_response({"removed": self.remove_folder(body["dossier"], str(body.get("nom") or "Qonto"))})
-
-
-def _metadata_problem(meta: Any) -> str | None:
-    """Why a ``metadonnees`` part breaks the contract, or None."""
-    if not isinstance(meta, dict):
-        return "metadonnees doit être un objet JSON"
-    unknown = set(meta) - _METADATA_FIELDS
-    if unknown:
-        return f"champs inconnus : {', '.join(sorted(unknown))}"
-    if not isinstance(meta.get("dossierPartenaireId"), str):
-        return "dossierPartenaireId est attendu"
-    if meta.get("typeDocument") not in DOCUMENT_TYPES:
-        return f"typeDocument doit être l'un de {', '.join(DOCUMENT_TYPES)}"
-    if meta.get("statutPaiement") not in PAYMENT_STATUSES:
-        return f"statutPaiement doit être l'un de {', '.join(PAYMENT_STATUSES)}"
-    try:
-        date.fromisoformat(str(meta.get("date")))
-    except ValueError:
-        return "date doit être une date ISO (AAAA-MM-JJ)"
-    amount = meta.get("montantTTC")
-    if not isinstance(amount, str) or not _AMOUNT.match(amount):
-        return 'montantTTC doit être une chaîne décimale comme "120.00"'
-    try:
-        Decimal(amount)
-    except InvalidOperation:
-        return "montantTTC invalide"
-    if not isinstance(meta.get("devise"), str) or not re.fullmatch(r"[A-Z]{3}", meta["devise"]):
-        return "devise doit être un code ISO 4217"
-    for name in ("tiers", "reference"):
-        if name in meta and not isinstance(meta[name], str):
-            return f"{name} doit être une chaîne"
-    return None

@@ -1,10 +1,21 @@
-"""The Cegid Loop chain, one record per document: fetch → check its type from the bytes → rename → map the
-metadata → deposit it into the "Qonto" partner folder → confirm it is listed there → ``exported``.
+"""The Cegid Loop chain, one record per document: fetch → check its type from the bytes → prepare its name
+and transaction → deposit it with ``storeDocument`` and record the deposit in the ledger → ``exported``.
 
-A file that is not JPEG, PNG or PDF is settled as ``skipped`` with its reason at the check step (or when
-Loop answers 415): that is an expected outcome, never an error loop. Each step reads the record, does only
-what is not done yet and writes its progress back, so it can run again on any worker after a crash, a
-retry or a replay without depositing anything twice.
+A file that is not JPEG, PNG or PDF is settled as ``skipped`` with its reason at the check step: an expected
+outcome, never an error loop. Each step reads the record, does only what is not done yet and writes its
+progress back, so it can run again on any worker after a crash, a retry or a replay.
+
+The ledger is the only record of what Loop holds (Loop cannot be asked), so the deposit step is careful:
+
+- it marks the document ``sending`` (with the record's generation) before the request, and records the
+  deposit — Loop's document id, its raw answer, the file name, transaction, content type, size, SHA-256 and
+  time — before the chain moves on;
+- a failure before the whole file went out clears the mark and is retried;
+- once the whole file went out, a lost answer leaves the mark and dead-letters the record as
+  ``DepositOutcomeUnknown``; so does finding a mark of the same generation (a worker stopped between send
+  and record). Nothing is sent twice without an operator: replaying that dead letter moves the record to a
+  new generation, and the deposit step then sends again, noting it; discarding it means "it is in PIA" and
+  settles the record as ``exported`` (``settle_discarded``).
 """
 
 from __future__ import annotations
@@ -15,44 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import documents, runtime
-from pipeline.cegid.connect import LoopContext, context, ensure_folder
-from pipeline.cegid.errors import (
-    DepositOutcomeUnknown,
-    DocumentExists,
-    DocumentTooLarge,
-    DossierNotFound,
-    MalformedResponse,
-    NotYetListed,
-    UnsupportedFileType,
-)
-from pipeline.cegid.mapping import metadonnees
+from pipeline.cegid.client import DEPOSIT_MAX_BYTES, Deposited
+from pipeline.cegid.connect import LoopContext, context
+from pipeline.cegid.errors import DepositOutcomeUnknown, DocumentTooLarge, UnsupportedFileType
+from pipeline.cegid.mapping import deposit_filename, transaction, unique_key
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, PermanentError
 from pipeline.model import Document, Event
-from pipeline.store import LockBusy, Record, Store, now
+from pipeline.store import DeadLetter, LockBusy, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "cegid_loop"
-STEPS = ("fetch", "check", "rename", "map", "deposit", "confirm")
-DEPOSIT_MAX_BYTES = 20 * 1024 * 1024
+STEPS = ("fetch", "check", "prepare", "deposit")
 SETTLED = ("exported", "skipped")
+OUTCOME_UNKNOWN = DepositOutcomeUnknown.__name__
 
 
 class DocumentNotInEvent(PermanentError):
     """The record's document is not in its event any more."""
 
     default_hint = "The entry was validated again without this document; discard the dead letter."
-
-
-class DocumentNotFoundAfterDeposit(PermanentError):
-    """Cegid Loop acknowledged the deposit, yet the document is not in the partner folder."""
-
-    default_hint = (
-        "Cegid Loop answered that the document was deposited, yet its partner folder does not list it. Check the "
-        "Qonto folder in Loop (was it deleted?); replay confirms again and deposits only if it is missing."
-    )
 
 
 def _event_and_doc(rec: Record) -> tuple[Event, Document]:
@@ -145,125 +140,183 @@ def check(store: Store, rec: Record) -> None:
     store.update_doc(rec.id, doc.id, content_type=kind, size=size, checked=True)
 
 
-def rename(store: Store, rec: Record) -> None:
-    """Give the document its unique name: the same on every retry, unique per entry, document and content."""
+def prepare(store: Store, rec: Record) -> None:
+    """Fix the deposit's file name and transaction: the same on every retry of this record."""
     if rec.state in SETTLED:
         return
     event, doc = _event_and_doc(rec)
     meta = rec.docs.get(doc.id) or {}
-    if meta.get("name"):
-        return
     if not meta.get("checked"):
         raise Deferred(f"document {doc.id} is not checked yet", retry_after=1.0)
-    prefix = event.entry.date.strftime("%Y%m%d")
-    name = documents.unique_name(prefix, event.entry.id, doc.id, meta["sha256"], doc.filename, meta["content_type"])
-    store.update_doc(rec.id, doc.id, name=name)
+    sha = str(meta["sha256"])
+    name = deposit_filename(event.entry, doc, sha, str(meta["content_type"]))
+    if meta.get("name") != name or meta.get("transaction") != transaction(doc):
+        store.update_doc(rec.id, doc.id, name=name, transaction=transaction(doc))
+    store.update(rec.id, ack=unique_key(doc.id, sha))
 
 
-def map_step(store: Store, rec: Record) -> None:
-    """Build the deposit's metadata from the entry and the document."""
-    if rec.state in SETTLED:
-        return
-    event, doc = _event_and_doc(rec)
-    store.update(rec.id, payload=metadonnees(event.entry, doc))
+def _ledger(ctx: LoopContext, meta: dict[str, Any], result: Deposited, sent_at: float, resent: bool) -> dict[str, Any]:
+    entry = {
+        "document_id": result.document_id,
+        "answer": result.answer,
+        "answer_truncated": result.answer_truncated,
+        "status": result.status,
+        "context": ctx.dossier,
+        "filename": meta["name"],
+        "transaction": meta["transaction"],
+        "content_type": meta["content_type"],
+        "upload_author": ctx.partner_email,
+        "size": meta["size"],
+        "sha256": meta["sha256"],
+        "sent_at": sent_at,
+        "deposited_at": now(),
+    }
+    if resent:
+        entry["resent_after_unknown_outcome"] = True
+    return entry
 
 
-def _find(ctx: LoopContext, folder_id: str, name: str) -> list[dict[str, Any]]:
-    return ctx.client.find_documents(ctx.dossier, folder_id, name)
-
-
-def _mark_deposited(
-    store: Store, rec: Record, doc_id: str, found: list[dict[str, Any]], folder_id: str, outcome: str
-) -> None:
-    ids = sorted(str(item.get("id")) for item in found)
-    if len(ids) > 1:
-        log.error("%s has %d copies in Cegid Loop (%s)", rec.id, len(ids), ", ".join(ids))
-        store.update(rec.id, note=f"Cegid Loop holds {len(ids)} copies: {', '.join(ids)}")
-    store.update_doc(rec.id, doc_id, loop_id=ids[0], folder_id=folder_id)
-    store.update(rec.id, provider_id=ids[0], posted_at=now(), post_started_at=None, state="posted")
-    store.add_attempt(rec.id, {"step": "deposit", "outcome": outcome, "provider_id": ids[0]})
+def _unknown(meta: dict[str, Any], doc_id: str, dossier: str, why: str, status: int | None) -> DepositOutcomeUnknown:
+    return DepositOutcomeUnknown(
+        f"deposit of {meta.get('name')} (document {doc_id}, {meta.get('size')} bytes, sha256 "
+        f"{str(meta.get('sha256'))[:12]}…) into Cegid Loop dossier {dossier}: {why}. Loop may or may not hold it, "
+        "and Loop cannot be asked",
+        status=status,
+    )
 
 
 def deposit(store: Store, rec: Record) -> None:
-    """Deposit the document once: after a 409 or an unknown outcome, look it up by name in the folder first."""
-    if rec.state in SETTLED or rec.provider_id:
+    """Deposit the document once and record it in the ledger before the chain moves on."""
+    if rec.state in SETTLED:
         return
     _event, doc = _event_and_doc(rec)
     meta = rec.docs.get(doc.id) or {}
-    if rec.payload is None or not meta.get("name"):
-        raise Deferred("the document is not renamed and mapped yet", retry_after=1.0)
-    name = str(meta["name"])
+    if meta.get("deposit"):
+        return
+    if not meta.get("name"):
+        raise Deferred("the document is not prepared yet", retry_after=1.0)
     ctx = context(store, rec.client_file_id)
     try:
         with store.lock(f"deposit:{rec.id}", ttl_seconds=settings().http_timeout_seconds * 2 + 30):
-            fresh = store.record(rec.id) or rec
-            if fresh.provider_id or fresh.state in SETTLED:
-                return
-            if fresh.post_started_at is not None:
-                found = _find(ctx, ctx.folder_id, name)
-                if found:
-                    _mark_deposited(store, fresh, doc.id, found, ctx.folder_id, "found_by_name")
-                    return
-            path = _ensure_spooled(store, fresh, doc)
-            store.update(rec.id, post_started_at=now())
-            body = {"dossierPartenaireId": ctx.folder_id, **fresh.payload} if fresh.payload else {}
-            try:
-                result = ctx.client.deposit(ctx.dossier, body, name, path, str(meta["content_type"]))
-            except DepositOutcomeUnknown:
-                raise  # post_started_at stays: the next attempt looks it up first
-            except DocumentExists as exc:
-                found = _find(ctx, ctx.folder_id, name)
-                if found:
-                    _mark_deposited(store, fresh, doc.id, found, ctx.folder_id, "already_there")
-                    return
-                raise MalformedResponse(f"Cegid Loop says {name} is in the folder but does not list it") from exc
-            except UnsupportedFileType:
-                _skip(store, fresh, doc.id, "deposit", "Cegid Loop refused its content (415): not JPEG, PNG or PDF")
-                return
-            except DossierNotFound:
-                store.update(rec.id, post_started_at=None)
-                folder_id, changed = ensure_folder(ctx)
-                if changed:
-                    store.add_attempt(rec.id, {"step": "deposit", "outcome": "folder_recreated", "folder": folder_id})
-                    raise Deferred("the partner folder had disappeared and was recreated", retry_after=0.2) from None
-                raise
-            except HubsyncError:
-                store.update(rec.id, post_started_at=None)
-                raise
-            _mark_deposited(store, fresh, doc.id, [result], ctx.folder_id, "deposited")
+            _deposit_locked(store, rec.id, doc, ctx)
     except LockBusy as exc:
         raise Deferred("another worker is depositing this document", retry_after=2.0) from exc
 
 
-def confirm(store: Store, rec: Record) -> None:
-    """Confirm the document is in its partner folder by finding it there by name; then it is ``exported``."""
-    if rec.state in SETTLED:
+def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> None:
+    fresh = store.record(rid)
+    if fresh is None or fresh.state in SETTLED:
         return
-    if not rec.provider_id:
-        raise Deferred("the document is not deposited yet", retry_after=1.0)
-    meta = rec.docs.get(rec.entry_id) or {}
-    ctx = context(store, rec.client_file_id)
-    found = _find(ctx, str(meta.get("folder_id") or ctx.folder_id), str(meta.get("name")))
-    if not found:
-        posted_at = rec.posted_at or now()
-        if now() - posted_at > settings().confirm_window_seconds:
-            raise DocumentNotFoundAfterDeposit(
-                f"document {meta.get('name')} ({rec.provider_id}) is not in the partner folder "
-                f"{now() - posted_at:.0f}s after its deposit"
+    meta = fresh.docs.get(doc.id) or {}
+    if meta.get("deposit"):
+        return
+    resent = False
+    sending = meta.get("sending")
+    if sending:
+        if int(sending.get("generation", 0)) >= fresh.generation:
+            raise _unknown(
+                meta,
+                doc.id,
+                str(sending.get("context") or ctx.dossier),
+                "an earlier attempt began sending it and never recorded an answer (its worker stopped, or the "
+                "answer was lost)",
+                None,
             )
-        raise NotYetListed(f"{meta.get('name')} is not listed yet", retry_after=1.0)
-    if len(found) > 1:
-        ids = sorted(str(item.get("id")) for item in found)
-        store.update(rec.id, note=f"Cegid Loop holds {len(ids)} copies: {', '.join(ids)}")
-    store.update(rec.id, confirmed_at=now(), state="exported")
-    store.add_attempt(rec.id, {"step": "confirm", "outcome": "exported", "provider_id": rec.provider_id})
+        # An operator replayed the outcome-unknown dead letter: send again, and say so in the ledger.
+        resent = True
+        store.add_attempt(rid, {"step": "deposit", "outcome": "resending_after_unknown_outcome", "earlier": sending})
+    path = _ensure_spooled(store, fresh, doc)
+    size = path.stat().st_size
+    if size > DEPOSIT_MAX_BYTES:
+        raise DocumentTooLarge(f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}")
+    sent_at = now()
+    store.update_doc(rid, doc.id, sending={"at": sent_at, "generation": fresh.generation, "context": ctx.dossier})
+    store.update(rid, post_started_at=sent_at)
+    try:
+        result = ctx.client.store_document(
+            ctx.dossier,
+            str(meta["name"]),
+            path,
+            str(meta["content_type"]),
+            transaction=str(meta["transaction"]),
+            upload_author=ctx.partner_email or None,
+        )
+    except DepositOutcomeUnknown as exc:
+        store.update_doc(rid, doc.id, unknown={"at": now(), "why": exc.message, "status": exc.status})
+        raise _unknown(meta, doc.id, ctx.dossier, exc.message, exc.status) from exc
+    except UnsupportedFileType as exc:
+        store.update_doc(rid, doc.id, sending=None)
+        store.update(rid, post_started_at=None)
+        _skip(store, fresh, doc.id, "deposit", f"Cegid Loop refused its content ({exc.message})")
+        return
+    except HubsyncError:
+        store.update_doc(rid, doc.id, sending=None)  # it did not go out whole: a retry sends it
+        store.update(rid, post_started_at=None)
+        raise
+    except Exception as exc:
+        # A bug after the request may have gone out: never guess "not sent".
+        store.update_doc(rid, doc.id, unknown={"at": now(), "why": type(exc).__name__})
+        raise _unknown(meta, doc.id, ctx.dossier, f"{type(exc).__name__} while depositing", None) from exc
+    ledger = _ledger(ctx, {**meta, "size": size}, result, sent_at, resent)
+    store.update_doc(rid, doc.id, deposit=ledger, sending=None, unknown=None)
+    stamp = now()
+    store.update(
+        rid,
+        provider_id=result.document_id,
+        posted_at=stamp,
+        confirmed_at=stamp,
+        post_started_at=None,
+        state="exported",
+    )
+    store.add_attempt(
+        rid,
+        {
+            "step": "deposit",
+            "outcome": "deposited_again" if resent else "deposited",
+            "provider_id": result.document_id,
+            "filename": meta["name"],
+            "status": result.status,
+        },
+    )
+
+
+def settle_discarded(store: Store, dl: DeadLetter, reason: str) -> None:
+    """An operator discarded an outcome-unknown deposit, meaning "it is in PIA": settle the record as exported."""
+    if dl.error_class != OUTCOME_UNKNOWN or not dl.record_id:
+        return
+    rec = store.record(dl.record_id)
+    if rec is None or rec.state in SETTLED:
+        return
+    meta = rec.docs.get(rec.entry_id) or {}
+    sending = meta.get("sending") or {}
+    store.update_doc(
+        rec.id,
+        rec.entry_id,
+        deposit={
+            "document_id": None,
+            "answer": None,
+            "context": sending.get("context"),
+            "filename": meta.get("name"),
+            "transaction": meta.get("transaction"),
+            "content_type": meta.get("content_type"),
+            "size": meta.get("size"),
+            "sha256": meta.get("sha256"),
+            "sent_at": sending.get("at"),
+            "deposited_at": None,
+            "settled_by_operator": {"dead_letter": dl.id, "reason": reason, "at": now()},
+        },
+        sending=None,
+    )
+    stamp = now()
+    store.update(rec.id, state="exported", confirmed_at=stamp, post_started_at=None, dead_letter_id=None)
+    store.add_attempt(
+        rec.id, {"step": "deposit", "outcome": "settled_as_exported", "dead_letter": dl.id, "reason": reason}
+    )
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Store, Record], None]] = {
     "fetch": fetch,
     "check": check,
-    "rename": rename,
-    "map": map_step,
+    "prepare": prepare,
     "deposit": deposit,
-    "confirm": confirm,
 }

@@ -71,40 +71,42 @@ def test_reconcile_of_a_client_file_without_acd_fails_clearly(hub: Hub) -> None:
     assert shown.returncode == 1 and "has no ACD or Cegid Loop connection" in shown.stderr
 
 
-def test_reconcile_checks_cegid_loop_documents_by_name_in_the_partner_folder(hub: Hub, tmp_path) -> None:
-    from pipeline.cegid.connect import context as loop_context
+def test_reconcile_reports_cegid_loop_documents_from_the_ledger_without_asking_loop(hub: Hub) -> None:
     from pipeline.samples import document_ref, tiny_pdf
+    from pipeline.sandbox import Fault
 
-    # given a client file on Cegid Loop whose two documents were exported
+    # given a client file on Cegid Loop with two PDFs and an XML invoice, one PDF's deposit cut after commit
     cf = hub.cf("reconloop")
     dossier = f"RL{hub.run}".upper()
     hub.connect_loop(cf, dossier, "Client reconcile")
+    loop = hub.sandbox.app("cegid")
     docs = []
-    for n in range(2):
+    contents = [tiny_pdf(f"reconcile loop {n} {hub.run}") for n in range(2)] + [b"<?xml version='1.0'?><x/>"]
+    for n, data in enumerate(contents):
         entry = sample_entry("purchase", 420 + n)
         entry["id"] = f"ent_rl_{n}_{hub.run}"
-        data = tiny_pdf(f"reconcile loop {n} {hub.run}")
         doc_id = f"doc_rl_{n}_{hub.run}"
         info = hub.sandbox.docs.put(doc_id, data, content_type="application/pdf", filename=f"rl{n}.pdf")
         hub.emit(sample_event(cf, entry, documents=[document_ref(doc_id, info["url"], data, "receipt", "r.pdf")]))
         docs.append(doc_id)
     hub.wait(lambda: all(hub.store.record(f"cegid_loop:{cf}:{d}") for d in docs), 30, "Loop records")
-    exported = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--timeout", "60", "--json")
+    loop.set_fault(Fault(mode="drop_after_commit", count=1, route="storeDocument"))
+    try:
+        exported = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--timeout", "60", "--json")
+    finally:
+        loop.clear_faults()
     assert exported.returncode == 0, exported.stderr
-    # then reconcile finds each of them once in the partner folder
+    calls = len(loop.calls())
+    # when reconcile runs
     code, result = _reconcile(hub, cf)
-    assert code == 0 and result["provider"] == "cegid_loop" and result["landed"] == 2, result
-    # when a file the hub never sent appears in the folder, and one exported document is not there any more
-    ctx = loop_context(hub.store, cf)
-    rec = hub.store.record(f"cegid_loop:{cf}:{docs[0]}")
-    foreign = tmp_path / "foreign.pdf"
-    foreign.write_bytes(tiny_pdf("deposited by hand"))
-    body = {"dossierPartenaireId": ctx.folder_id, **rec.payload}
-    ctx.client.deposit(ctx.dossier, body, f"by-hand-{hub.run}.pdf", foreign, "application/pdf")
-    moved = hub.store.record(f"cegid_loop:{cf}:{docs[1]}").docs[docs[1]]["name"]
-    hub.store.update_doc(f"cegid_loop:{cf}:{docs[1]}", docs[1], name=f"gone-{hub.run}.pdf")
-    # then reconcile names them (the record's old file, no longer its own, is unknown as well)
+    # then it reports from the ledger (Loop is not asked), and the lost answer needs a look
+    assert len(loop.calls()) == calls
+    assert code == 1 and result["provider"] == "cegid_loop" and result["source"] == "ledger"
+    assert (result["records"], result["deposited"], result["pending"]) == (3, 1, 0)
+    assert [s["document"] for s in result["skipped"]] == [docs[2]] and "XML" in result["skipped"][0]["reason"]
+    (unknown,) = result["outcome_unknown"]
+    assert unknown["document"] in docs[:2] and unknown["dead_letter"] and unknown["filename"].endswith(".pdf")
+    # when the operator settles it as "in PIA", reconcile is green
+    assert run_cli(hub.env, "dlq", "discard", unknown["dead_letter"], "--reason", "in PIA").returncode == 0
     code, result = _reconcile(hub, cf)
-    assert code == 1
-    assert sorted(u["name"] for u in result["unknown"]) == sorted([f"by-hand-{hub.run}.pdf", moved])
-    assert [(m["entry_id"], m["name"]) for m in result["missing"]] == [(docs[1], f"gone-{hub.run}.pdf")]
+    assert code == 0 and result["ok"] and result["deposited"] == 2 and result["outcome_unknown"] == []

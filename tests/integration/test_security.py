@@ -1,7 +1,7 @@
-"""Nobody gets in: after a small batch (ACD and Cegid Loop, a dead letter, a post dropped after commit), no ACD
-password, Cegid Loop secret or live ACD token is anywhere an attacker or a curious operator could read it —
-every Redis key and value of every type, every broker message still queued (bodies decoded), the worker's
-log file, and the pages of the operators' dashboard."""
+"""Nobody gets in: after a small batch (ACD and Cegid Loop, dead letters, a post and a deposit dropped after
+commit), no ACD password, Cegid Loop secret or subscription key, or live ACD token is anywhere an attacker or a
+curious operator could read it — every Redis key and value of every type, every broker message still queued
+(bodies decoded), the worker's log file, and the pages of the operators' dashboard."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from pipeline.acd.sandbox import demo_acd_firms
-from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET
+from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_SUBSCRIPTION_KEY
 from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.sandbox import Fault
 from pipeline.secrets import unseal
@@ -30,6 +30,7 @@ def _secrets(hub: Hub) -> dict[str, str]:
     found = {f"ACD password of {f.name}": p for f in demo_acd_firms() for p in f.api_users.values()}
     found["Cegid Loop API secret"] = DEMO_API_SECRET
     found["Cegid Loop x-apikey"] = f"{DEMO_API_KEY}:{DEMO_API_SECRET}"
+    found["Cegid Loop subscription key"] = DEMO_SUBSCRIPTION_KEY
     for firm in ACD_FIRMS:
         for token in hub.sandbox.acd._firm(firm).tokens:  # the sandbox's live tokens
             found[f"ACD token of {firm} {token[:4]}…"] = token
@@ -117,8 +118,15 @@ def test_no_password_secret_or_token_in_redis_messages_logs_or_dashboard(hub: Hu
     hub.wait_states(cf, ids)
     from tests.conftest import run_cli
 
-    exported = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--timeout", "60", "--json")
+    loop = hub.sandbox.app("cegid")
+    loop.set_fault(Fault(mode="drop_after_commit", route="storeDocument", count=1))  # a Cegid dead letter too
+    try:
+        exported = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--timeout", "60", "--json")
+    finally:
+        loop.clear_faults()
     assert exported.returncode == 0, exported.stderr
+    counts = json.loads(exported.stdout)["counts"]
+    assert counts["exported"] >= 1 and counts["outcome_unknown"] == 1, counts
     secrets = _secrets(hub)
     assert any(what.startswith("ACD token") for what in secrets), "the batch should have logged in to ACD"
     # when every place they could leak to is read
