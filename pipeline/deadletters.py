@@ -129,3 +129,7 @@ def discard(store: Store, dl_id: str, reason: str, who: str = "") -> None:
         raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
     if dl.record_id:
         store.add_attempt(dl.record_id, {"step": dl.step, "outcome": "discarded", "reason": reason})
+        rec = store.record(dl.record_id)
+        if rec is not None and rec.dead_letter_id == dl_id:
+            # settled for good: nothing waits on it any more, so retention may shrink it after the window
+            store.update(dl.record_id, discarded=dl_id)
