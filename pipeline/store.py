@@ -529,9 +529,7 @@ class Store:
         for name, value in mapping.items():
             args += [name, value]
         self._create(keys=[*keys, f"{P}:idx"], args=args)
-        record = self.record(rid)
-        assert record is not None
-        return record
+        return Record.from_hash(rid, {name: str(value) for name, value in mapping.items()})
 
     def update(self, rid: str, **fields: Any) -> None:
         """Write some fields of a record; None clears a field, dicts and lists are stored as JSON.
