@@ -646,14 +646,33 @@ class Store:
         return out
 
     def recount(self) -> dict[tuple[str, str], dict[str, int]]:
-        """Rebuild the state counters by reading every record (expensive: for repair only)."""
+        """Rebuild the state counters, the settled index and the dead-letter indexes by reading every record
+        and dead letter (expensive: for repair, and once after upgrading from a version without them)."""
         counts: Counter[str] = Counter()
+        names = ["state", "settled_at", "updated_at", "dead_letter_id", "discarded"]
         for provider, client_file_id in self.record_groups():
             group = f"{provider}:{client_file_id}"
-            for entry_id in self.r.sscan_iter(f"{P}:idx:{group}", count=1000):
-                state = self.r.hget(self._rkey(record_id(provider, client_file_id, entry_id)), "state")
-                if state:
-                    counts[f"{group}:{state}"] += 1
+            batch: list[str] = []
+            for entry_id in [*self.r.sscan_iter(f"{P}:idx:{group}", count=1000), None]:
+                if entry_id is not None:
+                    batch.append(record_id(provider, client_file_id, entry_id))
+                if batch and (entry_id is None or len(batch) >= 1000):
+                    pipe = self.r.pipeline(transaction=False)
+                    for rid in batch:
+                        pipe.hmget(self._rkey(rid), names)
+                    fix = self.r.pipeline(transaction=False)
+                    for rid, (state, settled_at, updated_at, dl_id, discarded) in zip(
+                        batch, pipe.execute(), strict=True
+                    ):
+                        if not state:
+                            continue
+                        counts[f"{group}:{state}"] += 1
+                        final = state in FINAL_STATES or (state == "dead" and dl_id and dl_id == discarded)
+                        if final and not settled_at:  # settled before the index existed: its window starts then
+                            fix.hset(self._rkey(rid), "settled_at", updated_at or now())
+                            fix.zadd(f"{P}:settled", {rid: float(updated_at or now())})
+                    fix.execute()
+                    batch = []
             for _entry, packed in self.r.hscan_iter(f"{P}:kept:{group}", count=1000):
                 counts[f"{group}:{packed.split('|', 1)[0]}"] += 1
         tmp = f"{P}:states:recount:{uuid.uuid4().hex}"
@@ -665,7 +684,19 @@ class Store:
         else:
             pipe.delete(f"{P}:states")
         pipe.execute()
+        self.reindex_dead_letters()
         return self.all_states()
+
+    def reindex_dead_letters(self) -> int:
+        """Put every dead letter missing from the facet indexes into them (after an upgrade); returns how many."""
+        added = 0
+        for status in ("open", "closed"):
+            for dl_id in self.r.zrange(f"{P}:dlq:{status}", 0, -1):
+                if self.r.zscore(f"{P}:dlq:ix:{status}", dl_id) is None:
+                    dl = self.dead_letter(dl_id)
+                    if dl is not None:
+                        added += int(self._dlq_index(dl, status, 1))
+        return added
 
     # -- retention -----------------------------------------------------------------------------------
 

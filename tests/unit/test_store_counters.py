@@ -3,6 +3,7 @@ counters equal to a full recount, and a trimmed record still stops a duplicate o
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -223,3 +224,28 @@ def test_dead_letter_indexes_page_filter_and_count_without_reading_every_letter(
     assert store.trim_closed_dead_letters(at=time.time() + 31 * DAY) == 1
     assert store.dead_letter(ids[1]) is None and store.dead_letter_facets("closed")["step"] == {}
     assert store.dead_letters_open() == 6 and store.audit_page()[1] == 1
+
+
+def test_recount_after_an_upgrade_counts_indexes_and_lets_old_records_be_trimmed(store: Store) -> None:
+    # given what the previous version left: a confirmed record and an open dead letter, with no counter or index
+    rid = record_id("acd", CF, "ent_legacy")
+    store.r.hset(f"{P}:rec:{{{rid}}}", mapping={"state": "confirmed", "updated_at": time.time() - 60 * DAY})
+    store.r.sadd(f"{P}:idx:acd:{CF}", "ent_legacy")
+    store.r.sadd(f"{P}:idx", f"acd:{CF}")
+    dead = {
+        "id": "dl_legacy", "provider": "acd", "client_file_id": CF, "entry_id": "ent_x", "record_id": "",
+        "step": "post", "error_class": "Refused", "error_kind": "permanent", "message": "m", "hint": "h",
+        "created_at": time.time(), "event": None, "attempts": [], "status": "open", "audit": [],
+    }  # fmt: skip
+    store.r.hset(f"{P}:dlq:dl_legacy", "data", json.dumps(dead))
+    store.r.zadd(f"{P}:dlq:open", {"dl_legacy": dead["created_at"]})
+    assert counts(store) == {} and store.dead_letter_ids()[1] == 0
+
+    # when the operator runs the repair once
+    store.recount()
+
+    # then the counters, the dead-letter pages and retention all know the old data
+    assert counts(store) == {"confirmed": 1}
+    assert store.dead_letter_ids() == (["dl_legacy"], 1)
+    assert store.trim_expired() == 1
+    assert store.record(rid).trimmed  # type: ignore[union-attr]
