@@ -9,7 +9,7 @@
   event-dedupe keys expire (90 days). Every per-entry key is in the figures (record, attempts, ACK owner,
   indexes, dedupe key, counters).
 * **timing**: for each size, that many settled entries spread over a year (those older than the window are
-  trimmed as they are written, as in a hub that has run that long), one dead letter per thousand; then the
+  trimmed as they are written, as in a hub that has run that long), one dead letter per thousand (at least 60); then the
   median time of ``hubsync status`` (in-process) and of the dashboard's dead-letter, health and audit pages.
 
 It prints a table and writes ``bench/out/retention.json``; it asserts nothing.
@@ -43,6 +43,7 @@ from schemas.event import load_event
 DAY = 86400.0
 OUT = Path(__file__).resolve().parent / "out"
 CLIENT_FILES = 20
+DEAD_LETTERS_MIN = 60  # more than a page, so the first page is full at every size
 SCOPE = "acd:https://cabinet.example/iSuiteExpert:DUPONT01"
 
 
@@ -236,7 +237,7 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], None]) -> dict[str, Any]:
-    """Fill to ``size`` settled entries over a year (one dead letter per thousand), then time the reads."""
+    """Fill to ``size`` settled entries over a year (one dead letter per thousand, at least 60), then time the reads."""
     from click.testing import CliRunner
 
     from pipeline.cli import main
@@ -267,7 +268,7 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
             fill_seconds += time.monotonic() - started
             written += count
         clock.at = real_now
-        for n in range(0, size, 1000):
+        for n in range(0, size, max(1, size // max(DEAD_LETTERS_MIN, size // 1000))):
             cf = f"cf_{n % CLIENT_FILES:03d}"
             rid = record_id("acd", cf, f"ent_dead_{n:09d}")
             rec = store.create_record(rid, _event(n, cf), f"evt_dead_{n}")

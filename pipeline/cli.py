@@ -595,6 +595,8 @@ def entry(entry_id: str, as_json: bool) -> None:
                 "next_retry_at": rec.next_retry_at,
                 "note": rec.note,
                 "event_id": rec.event_id,
+                "settled_at": rec.settled_at,
+                "trimmed": rec.trimmed,
             }
         )
     if as_json:
@@ -617,6 +619,11 @@ def entry(entry_id: str, as_json: bool) -> None:
             )
         if item["note"]:
             click.echo(f"  note: {item['note']}")
+        if item["trimmed"]:
+            click.echo(
+                f"  settled {_when(item['settled_at'])}; its event, documents and attempts were trimmed after "
+                f"{settings().history_days:g} days (HUBSYNC_HISTORY_DAYS): what stops a second post is kept"
+            )
 
 
 @main.command("reconcile")

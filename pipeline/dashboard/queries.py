@@ -254,32 +254,6 @@ def cause_groups(store: Store, flt: Filter, shown: int = 30) -> list[Group]:
     return [group for group, _ in out]
 
 
-def facet_value(dl: DeadLetter, facet: str) -> str:
-    """The value of one grouping dimension for a dead letter."""
-    if facet == "provider":
-        return dl.provider
-    if facet == "client_file":
-        return dl.client_file_id or "-"
-    if facet == "error_class":
-        return dl.error_class
-    if facet == "step":
-        return dl.step
-    if facet == "day":
-        return day_of(dl.created_at)
-    raise ValueError(f"no facet {facet!r}")
-
-
-def facets(letters: Iterable[DeadLetter]) -> dict[str, list[tuple[str, int]]]:
-    """How many dead letters per provider, client file, error class, failed step and day."""
-    counters: dict[str, Counter[str]] = {facet: Counter() for facet in FACETS}
-    for dl in letters:
-        for facet in FACETS:
-            counters[facet][facet_value(dl, facet)] += 1
-    out = {facet: sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) for facet, counter in counters.items()}
-    out["day"] = sorted(counters["day"].items(), reverse=True)
-    return out
-
-
 @dataclass
 class Group:
     """Dead letters sharing a provider, client file, failed step and error class: usually one cause."""
@@ -302,20 +276,6 @@ class Group:
             step=self.step,
             error_class=self.error_class,
         )
-
-
-def groups(letters: Iterable[DeadLetter]) -> list[Group]:
-    """The dead letters grouped by likely cause, biggest group first."""
-    by_key: dict[tuple[str, str, str, str], Group] = {}
-    for dl in letters:
-        key = (dl.provider, dl.client_file_id or "-", dl.step, dl.error_class)
-        group = by_key.get(key)
-        if group is None:
-            group = by_key[key] = Group(*key, oldest=dl.created_at, hint=dl.hint, message=mask_text(dl.message))
-        group.count += 1
-        group.oldest = min(group.oldest, dl.created_at)
-        group.newest = max(group.newest, dl.created_at)
-    return sorted(by_key.values(), key=lambda g: (-g.count, g.provider, g.client_file, g.step))
 
 
 def flower_link(flower_url: str, dl: DeadLetter) -> str:

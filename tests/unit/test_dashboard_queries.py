@@ -82,8 +82,7 @@ def test_groups_and_facets_count_dead_letters_by_cause(store: Store) -> None:
     for n in range(3):
         _dead(store, "cf_a", f"ent_{n}", UnknownAccount(f"account 68{n} missing"))
     _dead(store, "cf_a", "ent_9", PermanentError("other"), step="map")
-    letters = queries.dead_letters(store, queries.Filter())
-    groups = queries.groups(letters)
+    groups = queries.cause_groups(store, queries.Filter())
     assert [(g.error_class, g.count) for g in groups] == [("UnknownAccount", 3), ("PermanentError", 1)]
     assert groups[0].filter(queries.Filter()).params() == {
         "provider": "acd",
@@ -91,7 +90,7 @@ def test_groups_and_facets_count_dead_letters_by_cause(store: Store) -> None:
         "step": "post",
         "error_class": "UnknownAccount",
     }
-    facets = queries.facets(letters)
+    facets = queries.facet_counts(store)
     assert facets["error_class"] == [("UnknownAccount", 3), ("PermanentError", 1)]
     assert facets["step"] == [("post", 3), ("map", 1)]
 
