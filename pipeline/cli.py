@@ -693,7 +693,7 @@ def dlq_list(provider: str | None, limit: int, offset: int, as_json: bool) -> No
         emit_json(
             [
                 {**{k: v for k, v in dl.to_dict().items() if k not in ("event", "audit")}, "state": "dead"}
-                | {"attempts": len(dl.attempts), "when": _when(dl.created_at), "event_id": _event_id(dl.event)}
+                | {"attempts": len(dl.attempts), "when": _when(dl.created_at), "event_id": _event_id(dl)}
                 for dl in letters
             ]
         )
@@ -713,8 +713,9 @@ def dlq_list(provider: str | None, limit: int, offset: int, as_json: bool) -> No
         click.echo(f"{offset + 1}-{offset + len(letters)} of {total}: next page with --offset {offset + len(letters)}")
 
 
-def _event_id(event: Any) -> str | None:
-    value = event.get("event_id") if isinstance(event, dict) else None
+def _event_id(dl: Any) -> str | None:
+    """The dead letter's event id: its own field when it has one, else read from the event it kept."""
+    value = getattr(dl, "event_id", None) or (dl.event.get("event_id") if isinstance(dl.event, dict) else None)
     return value if isinstance(value, str) else None
 
 

@@ -4,6 +4,7 @@ counters equal to a full recount, and a trimmed record still stops a duplicate o
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -249,3 +250,29 @@ def test_recount_after_an_upgrade_counts_indexes_and_lets_old_records_be_trimmed
     assert store.dead_letter_ids() == (["dl_legacy"], 1)
     assert store.trim_expired() == 1
     assert store.record(rid).trimmed  # type: ignore[union-attr]
+
+
+def test_dlq_list_and_status_read_pages_and_counters_on_the_command_line(store: Store, redis_server: Any) -> None:
+    from tests.conftest import run_cli
+
+    ids = []
+    for n in range(3):
+        event = _event(60 + n)
+        _ingest(store, event)
+        rec = store.record(record_id("acd", CF, event["entry"]["id"]))
+        assert rec is not None
+        ids.append(dead_letter_record(store, rec, "post", Refused(f"no {n}")).id)
+    env = {**os.environ, "HUBSYNC_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/8"}
+
+    first = run_cli(env, "dlq", "list", "--limit", "2", "--json")
+    rest = run_cli(env, "dlq", "list", "--limit", "2", "--offset", "2", "--json")
+    text = run_cli(env, "dlq", "list", "--limit", "2")
+    status = run_cli(env, "status", "--json")
+
+    assert first.returncode == 0, first.stderr
+    assert [d["id"] for d in json.loads(first.stdout)] == ids[:2]
+    assert [d["id"] for d in json.loads(rest.stdout)] == ids[2:]
+    assert json.loads(first.stdout)[0]["event_id"] == "evt_" + json.loads(first.stdout)[0]["entry_id"]
+    assert "1-2 of 3: next page with --offset 2" in text.stdout
+    doc = json.loads(status.stdout)
+    assert doc["providers"]["acd"][CF]["dead"] == 3 and doc["dead_letters_open"] == 3
