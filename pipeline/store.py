@@ -3,7 +3,14 @@
 The record is the truth and a broker message is disposable: a task carries a record id, reads what it
 needs here, and writes its progress back, so any step can run again on any worker and a replay only has
 to re-enqueue an id. Everything lives in Redis under ``hubsync:``; the keys of one record share a hash
-tag (``{provider:client_file:entry}``) so they land in one slot of a Redis cluster.
+tag (``{provider:client_file:entry}``).
+
+Every state change goes through ``create_record`` and ``update``, whose Lua scripts also move the counters
+per provider, client file and state, keep the index of settled records and the time of each group's last
+success, atomically with the write; the dead-letter store keeps its facet indexes the same way. So reads
+for operators cost the same whatever the history, and retention (``trim_expired``) shrinks records past
+``HUBSYNC_HISTORY_DAYS`` without any caller knowing. These scripts touch a record's keys together with
+shared ones (counters, indexes): hubsync runs on one Redis (with replicas), not on a Redis Cluster.
 """
 
 from __future__ import annotations
