@@ -227,6 +227,18 @@ def measure_memory(url: str, entries: int, report: Callable[[str], None]) -> dic
     return figures
 
 
+def _redis_commands(client: Any, fn: Callable[[], Any]) -> int:
+    """How many commands Redis ran for one call of ``fn`` (``INFO commandstats``; the machine's noise does not
+    move it, so it shows whether a read grows with the history)."""
+
+    def total() -> int:
+        return sum(int(stats["calls"]) for stats in client.info("commandstats").values())
+
+    before = total()
+    fn()
+    return total() - before - 1  # the first INFO counts itself in the second
+
+
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -315,6 +327,9 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
         "dashboard_first_page_seconds": _median_seconds(page("/"), repeats),
         "dashboard_health_seconds": _median_seconds(page("/health"), repeats),
         "dashboard_audit_seconds": _median_seconds(page("/audit"), repeats),
+        "status_redis_commands": _redis_commands(store.r, status),
+        "dashboard_first_page_redis_commands": _redis_commands(store.r, page("/")),
+        "dashboard_health_redis_commands": _redis_commands(store.r, page("/health")),
         "dashboard_filtered_page_seconds": _median_seconds(
             page("/?client_file=cf_003&error_class=BenchRefusal"), repeats
         ),
@@ -325,7 +340,9 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
         f"dashboard first page {figures['dashboard_first_page_seconds'] * 1000:.1f} ms, health "
         f"{figures['dashboard_health_seconds'] * 1000:.1f} ms, audit "
         f"{figures['dashboard_audit_seconds'] * 1000:.1f} ms, "
-        f"filtered {figures['dashboard_filtered_page_seconds'] * 1000:.1f} ms"
+        f"filtered {figures['dashboard_filtered_page_seconds'] * 1000:.1f} ms; Redis commands: status "
+        f"{figures['status_redis_commands']}, first page {figures['dashboard_first_page_redis_commands']}, health "
+        f"{figures['dashboard_health_redis_commands']}"
     )
     return figures
 

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.schedule import job_key
 from tests.conftest import Hub, run_cli
+from tests.ui.conftest import stop
 
 pytestmark = pytest.mark.integration
 JOB = "retention-trim"
@@ -27,16 +28,6 @@ def _start_beat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "beat", "-l", "INFO"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _sent(log: Path) -> int:
@@ -87,9 +78,10 @@ def test_killing_the_beat_that_holds_the_lock_lets_the_other_take_over_and_the_j
         assert job["outcome"] in ("ok", "running") and job["last_started"] > killed_at and not job["late"]
         assert json.loads(shown.stdout)["beat_lock_seconds_left"] is not None
     finally:
-        _stop(first)
-        if second is not None:
-            _stop(second)
+        if first.poll() is None:
+            stop(first)
+        if second is not None and second.poll() is None:
+            stop(second)
 
 
 def test_status_says_loudly_when_a_scheduled_job_is_late(hub: Hub) -> None:
