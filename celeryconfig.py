@@ -34,6 +34,7 @@ task_default_queue = "events"
 task_queues = (Queue("events"), Queue("acd"), Queue("cegid_loop"))
 task_routes = {
     "hubsync.ingest_event": {"queue": "events"},
+    "hubsync.retention.*": {"queue": "events"},
     "hubsync.acd.*": {"queue": "acd"},
     "hubsync.cegid_loop.*": {"queue": "cegid_loop"},
 }
@@ -45,6 +46,7 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 # `hubsync beat`: the periodic tasks (each runs on a worker of its queue; a run nobody picked up before the
 # next one is due expires instead of piling up).
 reference_refresh_seconds = float(os.environ.get("HUBSYNC_REFERENCE_REFRESH_SECONDS", "3600"))
+retention_interval_seconds = float(os.environ.get("HUBSYNC_RETENTION_INTERVAL_SECONDS", "3600"))
 beat_schedule = {
     "acd-refresh-reference": {
         "task": "hubsync.acd.refresh_reference",
@@ -57,6 +59,24 @@ beat_schedule = {
         "schedule": crontab(hour=20, minute=0),
         "options": {"queue": "cegid_loop", "expires": 12 * 3600},
     },
+    # Settled records past HUBSYNC_HISTORY_DAYS shrink to what they keep for good (pipeline/retention.py).
+    "retention-trim": {
+        "task": "hubsync.retention.trim",
+        "schedule": retention_interval_seconds,
+        "options": {"queue": "events", "expires": retention_interval_seconds},
+    },
 }
 timezone = "UTC"
 enable_utc = True
+
+# Several `hubsync beat` may run: the schedule and each job's last run live in Redis (celery-redbeat), and a
+# lock there lets one beat send at a time. The others wait for the lock; when its holder dies the lock expires
+# after HUBSYNC_BEAT_LOCK_SECONDS and one of them takes over, sending whatever fell due meanwhile.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = broker_url
+redbeat_redis_options: dict[str, object] = {}
+redbeat_key_prefix = "hubsync:beat:"
+redbeat_lock_key = "hubsync:beat:lock"
+redbeat_lock_timeout = int(float(os.environ.get("HUBSYNC_BEAT_LOCK_SECONDS", "60")))
+# How often beat wakes up (and a waiting beat tries the lock); stays well below the lock's lifetime.
+beat_max_loop_interval = max(1, min(10, redbeat_lock_timeout // 5))

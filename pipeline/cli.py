@@ -485,41 +485,65 @@ def worker(queues: str, concurrency: int | None, pool: str, name: str | None, ta
 
 
 @main.command()
-@click.option(
-    "-s",
-    "--schedule-file",
-    default=None,
-    help="Where beat keeps the time of each task's last run (default: celerybeat-schedule in HUBSYNC_HOME).",
-)
+@click.option("-s", "--schedule-file", default=None, hidden=True, help="Ignored: the schedule lives in Redis.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 def beat(schedule_file: str | None, loglevel: str) -> None:
-    """Run the scheduler (celeryconfig.beat_schedule): ACD reference-data refreshes, the daily Cegid Loop export.
+    """Run the scheduler (celeryconfig.beat_schedule): ACD reference-data refreshes, the daily Cegid Loop export
+    at 20:00 UTC, retention.
 
-    ACD reference data is refreshed every HUBSYNC_REFERENCE_REFRESH_SECONDS (default 3600). Run exactly one
-    beat per deployment; the tasks it sends run on the workers of their queues.
+    Run two or more for safety: the schedule and each job's last run live in Redis and a lock there lets one
+    beat send at a time; if it dies, another takes over within HUBSYNC_BEAT_LOCK_SECONDS (default 60) and
+    sends what fell due meanwhile. The tasks it sends run on the workers of their queues.
     """
     from tasks import app
 
-    path = schedule_file or str(settings().home / "celerybeat-schedule")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    app.start(["beat", "-l", loglevel, "-s", path])
+    app.start(["beat", "-l", loglevel])
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def retention(as_json: bool) -> None:
+    """Trim now what is past HUBSYNC_HISTORY_DAYS (beat does it every HUBSYNC_RETENTION_INTERVAL_SECONDS)."""
+    from pipeline import retention as retention_mod
+
+    result = retention_mod.run(_store(), budget_seconds=3600.0)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(result.summary())
 
 
 # -- status, entry -------------------------------------------------------------------------------------
 
 
+def _late(seconds: float) -> str:
+    return f"LATE by {_age(seconds)}"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def status(as_json: bool) -> None:
-    """Per provider and client file: entries received, posted, confirmed, waiting, dead-lettered."""
+@click.option(
+    "--recount",
+    is_flag=True,
+    help="First rebuild the state counters by reading every record (expensive: repair only).",
+)
+def status(as_json: bool, recount: bool) -> None:
+    """Per provider and client file: entries received, posted, confirmed, waiting, dead-lettered; scheduled jobs.
+
+    Reads counters kept up to date as states change, so it costs the same whatever the history. A scheduled
+    job that is late is flagged LATE (and named on standard error).
+    """
+    from pipeline import schedule
     from pipeline.acd.reference import dossier_scope, refreshed_at
     from pipeline.breaker import Breaker
     from pipeline.store import now
 
     store = _store()
+    if recount:
+        store.recount()
     groups: dict[str, dict[str, Any]] = {}
-    for provider, client_file in store.record_groups():
-        groups.setdefault(provider, {})[client_file] = store.states(provider, client_file)
+    for (provider, client_file), counts in store.all_states().items():
+        groups.setdefault(provider, {})[client_file] = counts
     connections = []
     for conn in store.connections():
         item: dict[str, Any] = {
@@ -538,31 +562,57 @@ def status(as_json: bool) -> None:
             item["reference_refreshed_at"] = fetched
             item["reference_age_seconds"] = None if fetched is None else round(max(0.0, now() - fetched), 1)
         connections.append(item)
-    dead = len(store.dead_letters())
-    doc = {"providers": groups, "connections": connections, "events": store.counters(), "dead_letters_open": dead}
+    dead = store.dead_letters_open()
+    beat_schedule, lock_key = schedule.beat_config()
+    jobs = schedule.jobs(store, beat_schedule)
+    lock = schedule.beat_lock(store, lock_key)
+    counters = store.counters()
+    doc = {
+        "providers": groups,
+        "connections": connections,
+        "events": counters,
+        "dead_letters_open": dead,
+        "scheduled": [j.to_dict() for j in jobs],
+        "beat_lock_seconds_left": lock,
+        "retention": {"history_days": settings().history_days, "backlog": store.settled_backlog()},
+    }
     if as_json:
         emit_json(doc)
-        return
-    counters = store.counters()
-    click.echo(
-        f"events: {counters.get('events_received', 0)} received, {counters.get('events_duplicate', 0)} duplicate, "
-        f"{counters.get('events_refused', 0)} refused; open dead letters: {dead}"
-    )
-    header = f"{'provider':<11}{'client file':<24}" + "".join(f"{s:>14}" for s in STATE_ORDER)
-    click.echo(header)
-    for provider, files in sorted(groups.items()):
-        for client_file, counts in sorted(files.items()):
-            click.echo(f"{provider:<11}{client_file:<24}" + "".join(f"{counts.get(s, 0):>14}" for s in STATE_ORDER))
-    for item in connections:
-        server = item.get("server", {})
-        extra = f", server {server.get('state')}" if server else ""
-        if item["provider"] == "acd":
-            age = item["reference_age_seconds"]
-            extra += ", no reference data yet" if age is None else f", reference data {_age(age)} old"
-        age = item["connected_age_seconds"]
-        extra += "" if age is None else f", connected {_age(age)} ago"
-        note = f" ({item['message']})" if item["message"] else ""
-        click.echo(f"connection {item['provider']} {item['client_file_id']}: {item['status']}{extra}{note}")
+    else:
+        click.echo(
+            f"events: {counters.get('events_received', 0)} received, {counters.get('events_duplicate', 0)} "
+            f"duplicate, {counters.get('events_refused', 0)} refused; open dead letters: {dead}"
+        )
+        header = f"{'provider':<11}{'client file':<24}" + "".join(f"{s:>14}" for s in STATE_ORDER)
+        click.echo(header)
+        for provider, files in sorted(groups.items()):
+            for client_file, counts in sorted(files.items()):
+                click.echo(f"{provider:<11}{client_file:<24}" + "".join(f"{counts.get(s, 0):>14}" for s in STATE_ORDER))
+        for item in connections:
+            server = item.get("server", {})
+            extra = f", server {server.get('state')}" if server else ""
+            if item["provider"] == "acd":
+                age = item["reference_age_seconds"]
+                extra += ", no reference data yet" if age is None else f", reference data {_age(age)} old"
+            age = item["connected_age_seconds"]
+            extra += "" if age is None else f", connected {_age(age)} ago"
+            note = f" ({item['message']})" if item["message"] else ""
+            click.echo(f"connection {item['provider']} {item['client_file_id']}: {item['status']}{extra}{note}")
+        beat_state = "no beat holds the scheduler lock" if lock is None else "a beat holds the scheduler lock"
+        click.echo(f"scheduled jobs ({beat_state}):")
+        for job in jobs:
+            last = "never ran" if job.last_started is None else f"last {_when(job.last_started)} {job.outcome}"
+            if job.outcome == "failed" and job.detail:
+                last += f" ({job.detail})"
+            flag = f"  {_late(job.late_seconds)}" if job.late else ""
+            click.echo(f"  {job.name:<26}{last}; next due {_when(job.next_due)}{flag}")
+    for job in jobs:
+        if job.late:
+            click.echo(
+                f"hubsync: scheduled job {job.name} is late: due {_when(job.next_due)}, "
+                f"{_late(job.late_seconds).lower()} (is a `hubsync beat` running, and a worker on its queue?)",
+                err=True,
+            )
 
 
 @main.command()
@@ -597,6 +647,8 @@ def entry(entry_id: str, as_json: bool) -> None:
                 "next_retry_at": rec.next_retry_at,
                 "note": rec.note,
                 "event_id": rec.event_id,
+                "settled_at": rec.settled_at,
+                "trimmed": rec.trimmed,
             }
         )
     if as_json:
@@ -625,6 +677,11 @@ def entry(entry_id: str, as_json: bool) -> None:
             )
         if item["note"]:
             click.echo(f"  note: {item['note']}")
+        if item["trimmed"]:
+            click.echo(
+                f"  settled {_when(item['settled_at'])}; its event, documents and attempts were trimmed after "
+                f"{settings().history_days:g} days (HUBSYNC_HISTORY_DAYS): what stops a second post is kept"
+            )
 
 
 _DOC_FIELDS = ("name", "ged_id", "size", "sha256", "content_type")
@@ -706,22 +763,27 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.option("--provider", default=None, help="Only this provider (acd, cegid_loop, ingest).")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many (one page).")
+@click.option("--offset", type=int, default=0, show_default=True, help="Skip this many first (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def dlq_list(provider: str | None, as_json: bool) -> None:
-    """The dead-lettered chains and events, oldest first."""
+def dlq_list(provider: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """The dead-lettered chains and events, oldest first, one page at a time."""
     store = _store()
-    letters = store.dead_letters(provider)
+    ids, total = store.dead_letter_ids(
+        "open", {"provider": provider or ""}, offset=max(0, offset), count=max(1, limit), newest_first=False
+    )
+    letters = store.dead_letters_by_id(ids)
     if as_json:
         emit_json(
             [
                 {**{k: v for k, v in dl.to_dict().items() if k not in ("event", "audit")}, "state": "dead"}
-                | {"attempts": len(dl.attempts), "when": _when(dl.created_at)}
+                | {"attempts": len(dl.attempts), "when": _when(dl.created_at), "event_id": _event_id(dl)}
                 for dl in letters
             ]
         )
         return
     if not letters:
-        click.echo("no open dead letters")
+        click.echo("no open dead letters" if not total else f"no open dead letters past {offset} (of {total})")
         return
     for dl in letters:
         click.echo(
@@ -731,6 +793,14 @@ def dlq_list(provider: str | None, as_json: bool) -> None:
         click.echo(f"    {dl.message}")
         if dl.hint:
             click.echo(f"    what to do: {dl.hint}")
+    if offset + len(letters) < total:
+        click.echo(f"{offset + 1}-{offset + len(letters)} of {total}: next page with --offset {offset + len(letters)}")
+
+
+def _event_id(dl: Any) -> str | None:
+    """The dead letter's event id: its own field when it has one, else read from the event it kept."""
+    value = getattr(dl, "event_id", None) or (dl.event.get("event_id") if isinstance(dl.event, dict) else None)
+    return value if isinstance(value, str) else None
 
 
 def _replay_one(dl_id: str) -> str:
@@ -752,7 +822,7 @@ def dlq_replay(ids: tuple[str, ...], replay_all: bool, provider: str | None) -> 
 
     store = _store()
     if replay_all:
-        ids = tuple(dl.id for dl in store.dead_letters(provider))
+        ids = tuple(store.dead_letter_ids("open", {"provider": provider or ""}, count=10**9, newest_first=False)[0])
     elif not ids:
         fail("name dead letters to replay, or pass --all")
     failures = 0

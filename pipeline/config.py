@@ -42,6 +42,7 @@ class Settings:
     breaker_cooldown_seconds: float = 15.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     event_ttl_seconds: int = 90 * 24 * 3600
+    history_days: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,6 +63,7 @@ class Settings:
             confirm_window_seconds=_float("HUBSYNC_CONFIRM_WINDOW_SECONDS", defaults.confirm_window_seconds),
             breaker_threshold=int(_float("HUBSYNC_BREAKER_THRESHOLD", defaults.breaker_threshold)),
             breaker_cooldown_seconds=_float("HUBSYNC_BREAKER_COOLDOWN_SECONDS", defaults.breaker_cooldown_seconds),
+            history_days=_float("HUBSYNC_HISTORY_DAYS", defaults.history_days),
             retry=RetryPolicy(
                 base_seconds=_float("HUBSYNC_RETRY_BASE_SECONDS", 2.0),
                 max_seconds=_float("HUBSYNC_RETRY_MAX_SECONDS", 300.0),

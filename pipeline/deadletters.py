@@ -134,6 +134,10 @@ def discard(store: Store, dl_id: str, reason: str, who: str = "") -> None:
         if settle is not None:
             module, _, name = settle.partition(":")
             getattr(importlib.import_module(module), name)(store, dl, reason)
+        rec = store.record(dl.record_id)
+        if rec is not None and rec.dead_letter_id == dl_id:
+            # settled for good: nothing waits on it any more, so retention may shrink it after the window
+            store.update(dl.record_id, discarded=dl_id)
 
 
 # A provider whose discard can mean "it landed after all" settles its record here (imported when needed, so

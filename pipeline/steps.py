@@ -22,7 +22,7 @@ from pipeline.errors import (
     ServerConsideredDown,
 )
 from pipeline.retry import decide
-from pipeline.store import Record, Store, now
+from pipeline.store import FINAL_STATES, Record, Store, now
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ class Outcome:
 
     action: str
     countdown: float = 0.0
-
-
-FINAL_STATES = ("confirmed", "exported", "skipped")
 
 
 def settled_state(state: str | None, confirmed_at: str | None, provider_id: str | None) -> str:
@@ -66,6 +63,9 @@ def run_step(
     rec = store.record(rid)
     if rec is None:
         log.error("step %s: record %s does not exist; message dropped", name, rid)
+        return Outcome("stale")
+    if rec.trimmed:
+        log.info("step %s: record %s settled long ago (trimmed); message ignored", name, rid)
         return Outcome("stale")
     if rec.generation != generation:
         log.info("step %s: record %s moved to generation %s; stale message ignored", name, rid, rec.generation)

@@ -153,20 +153,27 @@ def create_app(wiring: Wiring, secret_key: str, secure_cookies: bool = False) ->
         session.clear()
         return redirect(url_for("login"))
 
+    def offset_arg() -> int:
+        try:
+            return max(0, int(request.args.get("offset", "0")))
+        except ValueError:
+            return 0
+
     @app.get("/")
     def index() -> str:
         flt = queries.Filter.from_args(request.args)
         s = store()
-        everything = s.dead_letters(status=flt.status)
-        letters = queries.dead_letters(s, flt)
+        found = queries.page(s, flt, offset_arg())
+        counts = queries.facet_counts(s, flt.status)
         return render_template(
             "index.html",
             flt=flt,
-            letters=letters[:500],
-            total=len(letters),
-            facets=queries.facets(letters),
-            options=queries.facets(everything),
-            groups=queries.groups(letters),
+            page=found,
+            letters=found.letters,
+            total=found.total,
+            facets=counts,
+            options=counts,
+            groups=queries.cause_groups(s, flt),
             depths=queries.queue_depths(s),
             mask_text=mask_text,
         )
@@ -181,11 +188,19 @@ def create_app(wiring: Wiring, secret_key: str, secure_cookies: bool = False) ->
     @app.get("/health")
     def health() -> str:
         s = store()
-        return render_template("health.html", rows=queries.health(s), depths=queries.queue_depths(s))
+        return render_template(
+            "health.html",
+            rows=queries.health(s),
+            depths=queries.queue_depths(s),
+            jobs=queries.scheduled_jobs(s),
+            beat_lock=queries.beat_lock(s),
+        )
 
     @app.get("/audit")
     def audit() -> str:
-        return render_template("audit.html", items=queries.recent_audit(store()))
+        offset = offset_arg()
+        items, total = queries.audit_page(store(), offset)
+        return render_template("audit.html", items=items, total=total, offset=offset, size=queries.AUDIT_SHOWN)
 
     # -- actions ---------------------------------------------------------------------------------------
 

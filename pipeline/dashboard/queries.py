@@ -1,7 +1,9 @@
 """What the dashboard shows and does, as plain functions over the durable records (no Flask, no broker).
 
 Everything here reads the records in Redis through ``Store``; the one broker read is the length of the
-pipeline's queue lists (``LLEN events`` …), which needs no consumer and changes nothing.
+pipeline's queue lists (``LLEN events`` …), which needs no consumer and changes nothing. Pages read the
+counters and indexes the store keeps as states change, one page of dead letters at a time: their cost does
+not grow with the number of records or dead letters kept.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pipeline import schedule
 from pipeline.breaker import Breaker
 from pipeline.deadletters import Enqueue, ReplayError, discard, replay
 from pipeline.redact import mask, mask_text
-from pipeline.store import DeadLetter, P, Store
+from pipeline.schedule import JobStatus
+from pipeline.store import DeadLetter, Store
 
 QUEUES = ("events", "acd", "cegid_loop")
 CEGID = "cegid_loop"
@@ -33,6 +37,9 @@ FLOWER_TASKS = {
 }
 INGEST_TASK = "hubsync.ingest_event"
 AUDIT_SHOWN = 200
+PAGE_SIZE = 50
+SEARCH_BATCH = 500
+SEARCH_SCAN_LIMIT = 5000
 
 
 def day_of(ts: float) -> str:
@@ -143,37 +150,108 @@ def search_text(dl: DeadLetter) -> str:
     return "\n".join(parts).lower()
 
 
+def _where(flt: Filter) -> dict[str, str]:
+    return {"provider": flt.provider, "client_file": flt.client_file, "error_class": flt.error_class, "step": flt.step}
+
+
+def _time_range(flt: Filter) -> tuple[float | None, float | None]:
+    def start(day: str) -> float:
+        return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
+
+    since = start(flt.date_from) if flt.date_from else None
+    until = start(flt.date_to) + 86400 - 1e-6 if flt.date_to else None
+    return since, until
+
+
+@dataclass
+class Page:
+    """One page of dead letters passing a filter, newest first, and how many pass it in all.
+
+    A text search reads candidates newest first and stops after ``SEARCH_SCAN_LIMIT``: ``searched`` says
+    how many it looked at and ``complete`` whether that was all of them."""
+
+    letters: list[DeadLetter]
+    total: int
+    offset: int = 0
+    size: int = PAGE_SIZE
+    searched: int = 0
+    complete: bool = True
+
+    @property
+    def next_offset(self) -> int | None:
+        """The offset of the next page, or None on the last one."""
+        return self.offset + self.size if self.offset + self.size < self.total else None
+
+    @property
+    def previous_offset(self) -> int | None:
+        """The offset of the previous page, or None on the first one."""
+        return max(0, self.offset - self.size) if self.offset > 0 else None
+
+
+def page(store: Store, flt: Filter, offset: int = 0, size: int = PAGE_SIZE) -> Page:
+    """The dead letters passing ``flt``, one page, from the indexes (a text search reads a bounded window)."""
+    since, until = _time_range(flt)
+    offset = max(0, offset)
+    if not flt.q:
+        ids, total = store.dead_letter_ids(flt.status, _where(flt), since, until, offset, size)
+        return Page(store.dead_letters_by_id(ids), total, offset, size)
+    found: list[DeadLetter] = []
+    scanned, total = 0, 0
+    while scanned < SEARCH_SCAN_LIMIT:
+        ids, total = store.dead_letter_ids(flt.status, _where(flt), since, until, scanned, SEARCH_BATCH)
+        if not ids:
+            break
+        scanned += len(ids)
+        found += [dl for dl in store.dead_letters_by_id(ids) if flt.matches(dl)]
+    return Page(found[offset : offset + size], len(found), offset, size, scanned, scanned >= total)
+
+
 def dead_letters(store: Store, flt: Filter) -> list[DeadLetter]:
-    """The dead letters passing ``flt``, newest first."""
-    letters = [dl for dl in store.dead_letters(status=flt.status) if flt.matches(dl)]
-    letters.sort(key=lambda dl: dl.created_at, reverse=True)
-    return letters
+    """Every dead letter passing ``flt``, newest first (for bulk actions; pages use ``page``)."""
+    if flt.q:
+        return page(store, flt, 0, SEARCH_SCAN_LIMIT).letters
+    since, until = _time_range(flt)
+    out: list[DeadLetter] = []
+    while True:
+        ids, _total = store.dead_letter_ids(flt.status, _where(flt), since, until, len(out), SEARCH_BATCH)
+        if not ids:
+            return out
+        out += store.dead_letters_by_id(ids)
 
 
-def facet_value(dl: DeadLetter, facet: str) -> str:
-    """The value of one grouping dimension for a dead letter."""
-    if facet == "provider":
-        return dl.provider
-    if facet == "client_file":
-        return dl.client_file_id or "-"
-    if facet == "error_class":
-        return dl.error_class
-    if facet == "step":
-        return dl.step
-    if facet == "day":
-        return day_of(dl.created_at)
-    raise ValueError(f"no facet {facet!r}")
-
-
-def facets(letters: Iterable[DeadLetter]) -> dict[str, list[tuple[str, int]]]:
-    """How many dead letters per provider, client file, error class, failed step and day."""
-    counters: dict[str, Counter[str]] = {facet: Counter() for facet in FACETS}
-    for dl in letters:
-        for facet in FACETS:
-            counters[facet][facet_value(dl, facet)] += 1
-    out = {facet: sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])) for facet, counter in counters.items()}
-    out["day"] = sorted(counters["day"].items(), reverse=True)
+def facet_counts(store: Store, status: str = "open") -> dict[str, list[tuple[str, int]]]:
+    """How many dead letters of a status per provider, client file, error class, failed step and day (kept
+    up to date as dead letters open and close: no dead letter is read)."""
+    counts = store.dead_letter_facets(status)
+    out = {facet: sorted(counts[facet].items(), key=lambda kv: (-kv[1], kv[0])) for facet in FACETS}
+    out["day"] = sorted(counts["day"].items(), reverse=True)
     return out
+
+
+def cause_groups(store: Store, flt: Filter, shown: int = 30) -> list[Group]:
+    """The dead letters grouped by likely cause (provider, client file, step, error class), biggest first,
+    narrowed by the filter's facets (not by its dates or search), with the newest one's hint."""
+    out = []
+    for provider, client_file, step, error_class, n, newest, dl_id in store.dead_letter_groups(flt.status):
+        if any(
+            wanted and wanted != have
+            for wanted, have in (
+                (flt.provider, provider),
+                (flt.client_file, client_file),
+                (flt.step, step),
+                (flt.error_class, error_class),
+            )
+        ):
+            continue
+        out.append((Group(provider, client_file, step, error_class, n, newest=newest), dl_id))
+    out.sort(key=lambda item: (-item[0].count, item[0].provider, item[0].client_file, item[0].step))
+    out = out[:shown]
+    samples = {dl.id: dl for dl in store.dead_letters_by_id([dl_id for _, dl_id in out if dl_id])}
+    for group, dl_id in out:
+        sample = samples.get(dl_id)
+        if sample is not None:
+            group.hint, group.message = sample.hint, mask_text(sample.message)
+    return [group for group, _ in out]
 
 
 @dataclass
@@ -198,20 +276,6 @@ class Group:
             step=self.step,
             error_class=self.error_class,
         )
-
-
-def groups(letters: Iterable[DeadLetter]) -> list[Group]:
-    """The dead letters grouped by likely cause, biggest group first."""
-    by_key: dict[tuple[str, str, str, str], Group] = {}
-    for dl in letters:
-        key = (dl.provider, dl.client_file_id or "-", dl.step, dl.error_class)
-        group = by_key.get(key)
-        if group is None:
-            group = by_key[key] = Group(*key, oldest=dl.created_at, hint=dl.hint, message=mask_text(dl.message))
-        group.count += 1
-        group.oldest = min(group.oldest, dl.created_at)
-        group.newest = max(group.newest, dl.created_at)
-    return sorted(by_key.values(), key=lambda g: (-g.count, g.provider, g.client_file, g.step))
 
 
 def flower_link(flower_url: str, dl: DeadLetter) -> str:
@@ -341,13 +405,15 @@ def matching_ids(store: Store, flt: Filter) -> list[str]:
     return [dl.id for dl in dead_letters(store, flt.with_(status="open"))]
 
 
-def recent_audit(store: Store, limit: int = AUDIT_SHOWN) -> list[dict[str, Any]]:
-    """The newest replays and discards across every dead letter."""
-    out = []
-    for raw in store.r.lrange(f"{P}:audit", 0, limit - 1):
-        item = json.loads(raw)
-        out.append({**mask(item), "when": when(item.get("at"))})
-    return out
+def recent_audit(store: Store, limit: int = AUDIT_SHOWN, offset: int = 0) -> list[dict[str, Any]]:
+    """The newest replays and discards across every dead letter (one page)."""
+    return audit_page(store, offset, limit)[0]
+
+
+def audit_page(store: Store, offset: int = 0, size: int = AUDIT_SHOWN) -> tuple[list[dict[str, Any]], int]:
+    """One page of the audit trail, newest first, and how many lines are kept."""
+    items, total = store.audit_page(max(0, offset), size)
+    return [{**mask(item), "when": when(item.get("at"))} for item in items], total
 
 
 # -- health --------------------------------------------------------------------------------------------
@@ -373,29 +439,21 @@ class Health:
     next_export: str = ""
 
 
-def _last_success(store: Store, provider: str, client_file: str) -> float:
-    rids = store.record_ids(provider, client_file)
-    pipe = store.r.pipeline(transaction=False)
-    for rid in rids:
-        pipe.hmget(f"{P}:rec:{{{rid}}}", "state", "confirmed_at", "updated_at")
-    best = 0.0
-    for state, confirmed_at, updated_at in pipe.execute() if rids else []:
-        if state in SUCCESS_STATES:
-            best = max(best, float(confirmed_at or updated_at or 0))
-    return best
-
-
 def health(store: Store) -> list[Health]:
-    """Per client file and provider: last success, failures in a row, waiting retries, breaker state."""
-    pairs = set(store.record_groups())
+    """Per client file and provider: last success, failures in a row, waiting retries, breaker state (from
+    counters kept as states change: no record is read)."""
+    all_states = store.all_states()
     connections = {(c.provider, c.client_file_id): c for c in store.connections()}
-    pairs |= set(connections)
-    dead = Counter((dl.provider, dl.client_file_id) for dl in store.dead_letters())
+    pairs = set(all_states) | set(connections)
+    dead: Counter[tuple[str, str]] = Counter()
+    for provider, client_file, _step, _error_class, n, _at, _id in store.dead_letter_groups("open"):
+        dead[(provider, "" if client_file == "-" else client_file)] += n
+    successes = store.last_successes()
     exports = cegid_exports(store, sorted(cf for provider, cf in pairs if provider == CEGID))
     out = []
     for provider, client_file in sorted(pairs):
         conn = connections.get((provider, client_file))
-        states = store.states(provider, client_file)
+        states = all_states.get((provider, client_file)) or store.states(provider, client_file)
         breaker_state: dict[str, float | int | str] = {"state": "-", "failures": 0}
         if conn is not None and provider == "acd":
             breaker_state = Breaker(store, f"acd:{conn.params.get('url', '').rstrip('/')}", 0, 0, 0).state()
@@ -409,7 +467,7 @@ def health(store: Store) -> list[Health]:
                 connection_message=mask_text(conn.status_message) if conn else "",
                 dossier=str(conn.params.get("dossier") or "-") if conn else "-",
                 states=states,
-                last_success=when(_last_success(store, provider, client_file)),
+                last_success=when(successes.get((provider, client_file))),
                 waiting_retries=states.get("waiting_retry", 0),
                 dead_open=dead.get((provider, client_file), 0),
                 failures_in_a_row=int(breaker_state.get("failures") or 0),
@@ -420,6 +478,17 @@ def health(store: Store) -> list[Health]:
             )
         )
     return out
+
+
+def scheduled_jobs(store: Store) -> list[JobStatus]:
+    """The beat schedule's jobs: last run, outcome, next due time, late or not."""
+    beat_schedule, _lock_key = schedule.beat_config()
+    return schedule.jobs(store, beat_schedule)
+
+
+def beat_lock(store: Store) -> float | None:
+    """Seconds left on the scheduler's lock, or None when no beat holds it."""
+    return schedule.beat_lock(store, schedule.beat_config()[1])
 
 
 # kombu keeps a Redis queue as one list per priority step: "<queue>" for 0, "<queue>\x06\x16<n>" for the others.
@@ -450,4 +519,10 @@ def cegid_exports(store: Store, client_files: Iterable[str]) -> dict[str, tuple[
     except (ImportError, AttributeError, SyntaxError):  # Cegid Loop not (yet) part of this deployment
         return {}
     at = next_export_at().strftime("%Y-%m-%d %H:%MZ")
-    return {cf: (len(pending(store, cf)), at) for cf in files}
+    pending_key: Callable[[str], str] | None = getattr(export, "pending_key", None)
+    if pending_key is None:  # an export module without a pending sorted set: ask it
+        return {cf: (len(pending(store, cf)), at) for cf in files}
+    pipe = store.r.pipeline(transaction=False)
+    for cf in files:
+        pipe.zcard(pending_key(cf))
+    return {cf: (int(n), at) for cf, n in zip(files, pipe.execute(), strict=True)}

@@ -42,3 +42,9 @@ def test_compose_keeps_secrets_out_of_the_file() -> None:
     for name, value in base_env.items():
         if any(word in name for word in ("SECRET", "PASSWORD", "KEY")):
             assert str(value).startswith("${"), f"{name} is baked into compose.yaml"
+
+
+def test_compose_runs_two_beats_that_share_the_scheduler_lock() -> None:
+    beat = _compose()["services"]["beat"]
+    assert beat["deploy"]["replicas"] >= 2
+    assert "--schedule-file" not in beat["command"]  # the schedule lives in Redis, shared by both

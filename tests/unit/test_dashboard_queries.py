@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import redis
@@ -50,12 +51,8 @@ def _dead(store: Store, cf: str, entry_id: str, error: Any, step: str = "post", 
     store.add_attempt(rid, {"step": step, "outcome": "dead", **error.to_dict()})
     rec = store.record(rid)
     assert rec is not None
-    dl = dead_letter_record(store, rec, step, error)
-    if created_at:
-        data = store.dead_letter(dl.id)
-        assert data is not None
-        data.created_at = created_at
-        store.r.hset(f"hubsync:dlq:{dl.id}", "data", json.dumps(data.to_dict()))
+    with patch("pipeline.deadletters.now", return_value=created_at or time.time()):
+        dl = dead_letter_record(store, rec, step, error)
     return dl.id
 
 
@@ -85,8 +82,7 @@ def test_groups_and_facets_count_dead_letters_by_cause(store: Store) -> None:
     for n in range(3):
         _dead(store, "cf_a", f"ent_{n}", UnknownAccount(f"account 68{n} missing"))
     _dead(store, "cf_a", "ent_9", PermanentError("other"), step="map")
-    letters = queries.dead_letters(store, queries.Filter())
-    groups = queries.groups(letters)
+    groups = queries.cause_groups(store, queries.Filter())
     assert [(g.error_class, g.count) for g in groups] == [("UnknownAccount", 3), ("PermanentError", 1)]
     assert groups[0].filter(queries.Filter()).params() == {
         "provider": "acd",
@@ -94,7 +90,7 @@ def test_groups_and_facets_count_dead_letters_by_cause(store: Store) -> None:
         "step": "post",
         "error_class": "UnknownAccount",
     }
-    facets = queries.facets(letters)
+    facets = queries.facet_counts(store)
     assert facets["error_class"] == [("UnknownAccount", 3), ("PermanentError", 1)]
     assert facets["step"] == [("post", 3), ("map", 1)]
 
@@ -147,7 +143,8 @@ def test_health_shows_last_success_waiting_retries_breaker_and_queue_depths(stor
     store.save_connection(Connection("acd", "cf_a", {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
     ok = record_id("acd", "cf_a", "ent_ok")
     store.create_record(ok, {}, "e1")
-    store.update(ok, state="confirmed", confirmed_at=1_700_000_000.0)
+    with patch("pipeline.store.now", return_value=1_700_000_000.0):
+        store.update(ok, state="confirmed", confirmed_at=1_700_000_000.0)
     waiting = record_id("acd", "cf_a", "ent_wait")
     store.create_record(waiting, {}, "e2")
     store.update(waiting, state="waiting_retry")
@@ -220,3 +217,30 @@ def test_queue_depths_count_every_priority_kombu_publishes_to(store: Store, redi
             )
     assert queries.queue_depths(store) == {"events": 0, "acd": 5, "cegid_loop": 0}
     assert len({step_priority(i) for i in range(5)}) == 4  # fetch, rename, map, then post and confirm
+
+
+def test_first_page_facets_and_causes_come_from_indexes_and_pages_do_not_overlap(store: Store) -> None:
+    # given 7 dead letters of one cause and 2 of another, in two client files
+    for n in range(7):
+        _dead(store, "cf_a", f"ent_{n}", UnknownAccount(f"account 68{n} missing"), created_at=(10 + n) * DAY)
+    for n in range(2):
+        _dead(store, "cf_b", f"ent_b{n}", PermanentError("label refused"), step="map", created_at=30 * DAY)
+
+    # when the dashboard reads pages of 4
+    first = queries.page(store, queries.Filter(), 0, 4)
+    second = queries.page(store, queries.Filter(), first.next_offset or 0, 4)
+
+    # then pages are newest first, disjoint, and counted without loading every letter
+    assert first.total == 9 and len(first.letters) == 4 and first.previous_offset is None
+    assert not {d.id for d in first.letters} & {d.id for d in second.letters}
+    assert [d.created_at for d in first.letters] == sorted((d.created_at for d in first.letters), reverse=True)
+    counts = queries.facet_counts(store)
+    assert counts["error_class"] == [("UnknownAccount", 7), ("PermanentError", 2)]
+    assert counts["day"][0] == ("1970-01-31", 2)
+    causes = queries.cause_groups(store, queries.Filter(client_file="cf_a"))
+    assert [(g.error_class, g.count) for g in causes] == [("UnknownAccount", 7)]
+    assert causes[0].hint == UnknownAccount.default_hint and "68" in causes[0].message
+    narrowed = queries.page(store, queries.Filter(client_file="cf_a", date_from="1970-01-15"), 0, 50)
+    assert narrowed.total == 3
+    searched = queries.page(store, queries.Filter(q="684"), 0, 50)
+    assert [d.entry_id for d in searched.letters] == ["ent_4"] and searched.complete
