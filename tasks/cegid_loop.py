@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.exceptions import Ignore
-
 from pipeline import runtime
 from pipeline.cegid import export, steps
 from pipeline.config import settings
@@ -20,9 +18,6 @@ log = logging.getLogger(__name__)
 
 def _run(task: Any, step: str, record_id: str, generation: int) -> None:
     run_chain_step(task, step, record_id, generation, steps.STEP_FUNCTIONS)
-    state = runtime.store().fields(record_id, "state")[0]
-    if state == "skipped":
-        raise Ignore()  # settled as skipped: the rest of the chain has nothing to do
 
 
 @app.task(name=CEGID_LOOP_TASKS["fetch"], bind=True, max_retries=None)

@@ -1,11 +1,18 @@
-"""Building a provider's chain from any step: the only place that knows the tasks' order."""
+"""A provider's chain, step by step: the only place that knows the tasks' order.
+
+Each step publishes the next one itself, from inside its task, once its record says the step is done
+(``continue_chain``), rather than handing Celery a canvas ``chain``. Celery sends a chain's next message after
+the task returned: when that publish fails (Redis gone at that very moment) the task is marked failed and its
+message acked, and the chain stops with nothing to show for it. Published from the task body, the same
+failure is a Redis error like any other: the task waits for Redis and retries the step (a no-op, the record
+says it is done), which publishes the next one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from celery import chain
 from celery.canvas import Signature
 from celery.exceptions import Ignore
 
@@ -13,7 +20,7 @@ from pipeline import runtime
 from pipeline.config import settings
 from pipeline.errors import HubsyncError
 from pipeline.steps import Step, run_step
-from pipeline.store import Record
+from pipeline.store import FINAL_STATES, Record
 from tasks import app
 
 ACD_TASKS = {
@@ -66,12 +73,27 @@ def signatures(provider: str, record_id: str, generation: int, from_step: str) -
 
 
 def enqueue(provider: str, record_id: str, generation: int, from_step: str) -> None:
-    """Start (or resume) a record's chain at ``from_step``."""
-    sigs = signatures(provider, record_id, generation, from_step)
-    if len(sigs) == 1:
-        sigs[0].apply_async()
-    else:
-        chain(*sigs).apply_async()
+    """Start (or resume) a record's chain at ``from_step``; each step then publishes the next."""
+    signatures(provider, record_id, generation, from_step)[0].apply_async()
+
+
+def next_step(provider: str, step: str) -> str | None:
+    """The step after ``step`` in a provider's chain, or None after the last."""
+    names = list(CHAINS[provider])
+    index = names.index(step) + 1
+    return names[index] if index < len(names) else None
+
+
+def continue_chain(record_id: str, generation: int, step: str) -> None:
+    """Publish the step after ``step``, unless the record settled (confirmed, exported, skipped) or stopped."""
+    provider = record_id.split(":", 1)[0]
+    following = next_step(provider, step)
+    if following is None:
+        return
+    state = runtime.store().fields(record_id, "state")[0]
+    if state in FINAL_STATES or state == "dead":
+        return
+    enqueue(provider, record_id, generation, following)
 
 
 class DeadLettered(Exception):
@@ -86,8 +108,8 @@ def run_chain_step(
     functions: Mapping[str, Step],
     on_error: Callable[[Record, HubsyncError], None] | None = None,
 ) -> None:
-    """Run one step for a bound task and turn its outcome into what Celery understands: return to go on with
-    the chain, ``task.retry``, a ``DeadLettered`` failure, or ``Ignore`` for a stale message."""
+    """Run one step for a bound task and turn its outcome into what Celery understands: publish the next step,
+    ``task.retry``, a ``DeadLettered`` failure, or ``Ignore`` for a stale message."""
     outcome = run_step(
         runtime.store(), record_id, generation, step, functions[step], task.request.retries, on_error=on_error
     )
@@ -98,3 +120,4 @@ def run_chain_step(
         raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
     if outcome.action == "stale":
         raise Ignore()
+    continue_chain(record_id, generation, step)

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Ignore, Retry
+from kombu.exceptions import OperationalError
 
 from pipeline import runtime
 from pipeline.config import settings
@@ -51,8 +52,10 @@ class HubsyncTask(Task):  # type: ignore[misc]
                     finished(runtime.store(), request.id, request.retries)
         except (Ignore, Retry):
             raise
-        except redis.RedisError as exc:
-            # Retrying publishes a message: wait for Redis first, or Celery would drop this one (Reject) when
+        except (redis.RedisError, OperationalError) as exc:
+            # A step's own writes and the publish of the chain's next step both need Redis; losing it half-way
+            # retries the step, which finds its work done and publishes the next one. Retrying publishes a
+            # message too: wait for Redis first, or Celery would drop this one (Reject) when
             # the publish fails. If Redis stays away, the message is still unacked there and comes back.
             back = _wait_for_redis(REDIS_WAIT_SECONDS)
             countdown = backoff_seconds(request.retries, settings().retry)
