@@ -94,6 +94,9 @@ class Bed:
                     "HUBSYNC_VISIBILITY_TIMEOUT_SECONDS": str(visibility_seconds),
                     "HUBSYNC_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
                     "HUBSYNC_UNACKED_RESTORE_THROTTLE": "1",
+                    # a chain whose message Redis lost resumes 20 s after it was due (pipeline.resume)
+                    "HUBSYNC_STALL_SECONDS": str(visibility_seconds * 2),
+                    "HUBSYNC_RESUME_INTERVAL_SECONDS": "2",
                 }
             )
         self.workers: list[subprocess.Popen[bytes]] = []

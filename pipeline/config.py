@@ -43,6 +43,8 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     event_ttl_seconds: int = 90 * 24 * 3600
     history_days: float = 30.0
+    stall_seconds: float = 4500.0
+    resume_interval_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +66,9 @@ class Settings:
             breaker_threshold=int(_float("HUBSYNC_BREAKER_THRESHOLD", defaults.breaker_threshold)),
             breaker_cooldown_seconds=_float("HUBSYNC_BREAKER_COOLDOWN_SECONDS", defaults.breaker_cooldown_seconds),
             history_days=_float("HUBSYNC_HISTORY_DAYS", defaults.history_days),
+            # a stalled record is resumed only once kombu would have restored a message a dead worker held
+            stall_seconds=_float("HUBSYNC_STALL_SECONDS", max(60.0, visibility * 1.25)),
+            resume_interval_seconds=_float("HUBSYNC_RESUME_INTERVAL_SECONDS", defaults.resume_interval_seconds),
             retry=RetryPolicy(
                 base_seconds=_float("HUBSYNC_RETRY_BASE_SECONDS", 2.0),
                 max_seconds=_float("HUBSYNC_RETRY_MAX_SECONDS", 300.0),

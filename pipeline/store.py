@@ -38,6 +38,7 @@ TRIM_ON_SETTLE = 2
 
 STATES = ("received", "waiting_retry", "posted", "confirmed", "exported", "skipped", "dead")
 FINAL_STATES = ("confirmed", "exported", "skipped")
+IN_FLIGHT_STATES = ("received", "posted", "waiting_retry")
 ACK_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # What a settled record keeps for good once its history window has passed, in this order (``|``-separated;
 # the provider id goes last so that nothing it holds can shift the others). Enough to never post it twice:
@@ -64,11 +65,11 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
 """
 
-# Shared by the record scripts: KEYS rec, kept, idx, settled, counts, entry set, last successes; ARGV rid, group,
-# entry id, now.
+# Shared by the record scripts: KEYS rec, kept, idx, settled, counts, entry set, last successes, in flight; ARGV
+# rid, group, entry id, now.
 _LUA_COMMON = """
 local rec, kept, idx, settled, counts, entryset = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local successes = KEYS[7]
+local successes, inflight = KEYS[7], KEYS[8]
 local rid, group, entry, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local COMPACT = {__COMPACT__}
 
@@ -110,13 +111,28 @@ local function is_final(state)
   return false
 end
 
--- old state -> new state: move the counters, and enter or leave the index of settled records
+-- a record on its way (not settled, not dead, not waiting for an export) is due to move again by the later of
+-- now and its next retry: the index of records in flight, where a chain whose message was lost is found
+local function track(new)
+  local step = redis.call('hget', rec, 'step')
+  if (new == 'received' or new == 'posted' or new == 'waiting_retry') and step ~= 'pending' then
+    local due = tonumber(stamp)
+    local retry = tonumber(redis.call('hget', rec, 'next_retry_at') or '')
+    if retry and retry > due then due = retry end
+    redis.call('zadd', inflight, due, rid)
+  else
+    redis.call('zrem', inflight, rid)
+  end
+end
+
+-- old state -> new state: move the counters, and enter or leave the indexes of settled and in-flight records
 local function settle(old)
   local new = redis.call('hget', rec, 'state')
   if old ~= new then
     if old then redis.call('hincrby', counts, group .. ':' .. old, -1) end
     if new then redis.call('hincrby', counts, group .. ':' .. new, 1) end
   end
+  track(new)
   local since = redis.call('hget', rec, 'settled_at')
   if is_final(new) then
     if not since then
@@ -147,7 +163,7 @@ return settle(old)
 """
 )
 
-# KEYS[8] is the set of groups; ARGV after the common four: field/value pairs.
+# KEYS[9] is the set of groups; ARGV after the common four: field/value pairs.
 _CREATE = (
     _LUA_COMMON
     + """
@@ -161,13 +177,13 @@ if not old then
 end
 redis.call('hset', rec, unpack(ARGV, 5, #ARGV))
 redis.call('sadd', idx, entry)
-redis.call('sadd', KEYS[8], group)
+redis.call('sadd', KEYS[9], group)
 redis.call('sadd', entryset, rid)
 return settle(old)
 """
 )
 
-# KEYS[8] is the attempt list; ARGV[5] the cutoff: trim only a record still settled, settled before it.
+# KEYS[9] is the attempt list; ARGV[5] the cutoff: trim only a record still settled, settled before it.
 _TRIM = (
     _LUA_COMMON
     + """
@@ -189,7 +205,8 @@ for i, name in ipairs(COMPACT) do
   values[i] = v
 end
 redis.call('hset', kept, entry, table.concat(values, '|'))
-redis.call('del', rec, KEYS[8])
+redis.call('del', rec, KEYS[9])
+redis.call('zrem', inflight, rid)
 redis.call('srem', idx, entry)
 redis.call('srem', entryset, rid)
 redis.call('zrem', settled, rid)
@@ -498,6 +515,7 @@ class Store:
     # hubsync:states               hash: "provider:client file:state" -> records in that state (trimmed included)
     # hubsync:settled              sorted set: settled full records by the time they settled (retention)
     # hubsync:last_success         hash: group -> when a record of it last settled as confirmed/exported/skipped
+    # hubsync:inflight             sorted set: records on their way, by when they are due to move again
 
     def _rkey(self, rid: str) -> str:
         return f"{P}:rec:{{{rid}}}"
@@ -514,6 +532,7 @@ class Store:
             f"{P}:states",
             f"{P}:entry:{entry_id}",
             f"{P}:last_success",
+            f"{P}:inflight",
         ]
         return keys, group, entry_id
 
@@ -667,7 +686,7 @@ class Store:
         """Rebuild the state counters, the settled index and the dead-letter indexes by reading every record
         and dead letter (expensive: for repair, and once after upgrading from a version without them)."""
         counts: Counter[str] = Counter()
-        names = ["state", "settled_at", "updated_at", "dead_letter_id", "discarded"]
+        names = ["state", "settled_at", "updated_at", "dead_letter_id", "discarded", "step", "next_retry_at"]
         for provider, client_file_id in self.record_groups():
             group = f"{provider}:{client_file_id}"
             batch: list[str] = []
@@ -679,12 +698,15 @@ class Store:
                     for rid in batch:
                         pipe.hmget(self._rkey(rid), names)
                     fix = self.r.pipeline(transaction=False)
-                    for rid, (state, settled_at, updated_at, dl_id, discarded) in zip(
+                    for rid, (state, settled_at, updated_at, dl_id, discarded, step, next_retry_at) in zip(
                         batch, pipe.execute(), strict=True
                     ):
                         if not state:
                             continue
                         counts[f"{group}:{state}"] += 1
+                        if state in IN_FLIGHT_STATES and step != "pending":
+                            due = max(float(updated_at or 0), float(next_retry_at or 0))
+                            fix.zadd(f"{P}:inflight", {rid: due})
                         final = state in FINAL_STATES or (state == "dead" and dl_id and dl_id == discarded)
                         if final and not settled_at:  # settled before the index existed: its window starts then
                             fix.hset(self._rkey(rid), "settled_at", updated_at or now())
@@ -754,6 +776,13 @@ class Store:
                 done += 1
             self.r.zrem(f"{P}:dlq:closed", dl_id)
         return done
+
+    def stalled(self, before: float, limit: int = 100) -> list[tuple[str, float]]:
+        """Records on their way that were due to move again before ``before`` (oldest first), with that time."""
+        rows: list[tuple[str, float]] = self.r.zrangebyscore(
+            f"{P}:inflight", "-inf", before, start=0, num=limit, withscores=True
+        )
+        return rows
 
     def settled_backlog(self, at: float | None = None) -> int:
         """Settled records past the history window and not trimmed yet."""

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Response
 from pipeline.dashboard import queries
 from pipeline.dashboard.auth import User, authenticate
 from pipeline.deadletters import Enqueue, ReplayError
+from pipeline.queues import queue_depths
 from pipeline.redact import mask_text
 from pipeline.store import Store
 
@@ -174,7 +175,7 @@ def create_app(wiring: Wiring, secret_key: str, secure_cookies: bool = False) ->
             facets=counts,
             options=counts,
             groups=queries.cause_groups(s, flt),
-            depths=queries.queue_depths(s),
+            depths=queue_depths(s),
             mask_text=mask_text,
         )
 
@@ -191,7 +192,7 @@ def create_app(wiring: Wiring, secret_key: str, secure_cookies: bool = False) ->
         return render_template(
             "health.html",
             rows=queries.health(s),
-            depths=queries.queue_depths(s),
+            depths=queue_depths(s),
             jobs=queries.scheduled_jobs(s),
             beat_lock=queries.beat_lock(s),
         )

@@ -23,7 +23,6 @@ from pipeline.redact import mask, mask_text
 from pipeline.schedule import JobStatus
 from pipeline.store import DeadLetter, Store
 
-QUEUES = ("events", "acd", "cegid_loop")
 CEGID = "cegid_loop"
 STATUSES = ("open", "closed")
 FACETS = ("provider", "client_file", "error_class", "step", "day")
@@ -489,22 +488,6 @@ def scheduled_jobs(store: Store) -> list[JobStatus]:
 def beat_lock(store: Store) -> float | None:
     """Seconds left on the scheduler's lock, or None when no beat holds it."""
     return schedule.beat_lock(store, schedule.beat_config()[1])
-
-
-# kombu keeps a Redis queue as one list per priority step: "<queue>" for 0, "<queue>\x06\x16<n>" for the others.
-PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def queue_depths(store: Store) -> dict[str, int]:
-    """Messages waiting in each of the pipeline's queues, every priority included (``LLEN``: the only read of
-    the broker)."""
-    pipe = store.r.pipeline(transaction=False)
-    for queue in QUEUES:
-        for pri in PRIORITY_STEPS:
-            pipe.llen(queue if pri == 0 else f"{queue}\x06\x16{pri}")
-    sizes = [int(n) for n in pipe.execute()]
-    step = len(PRIORITY_STEPS)
-    return {queue: sum(sizes[i * step : (i + 1) * step]) for i, queue in enumerate(QUEUES)}
 
 
 def cegid_exports(store: Store, client_files: Iterable[str]) -> dict[str, tuple[int, str]]:

@@ -15,6 +15,7 @@ from pipeline.dashboard import queries
 from pipeline.dashboard.auth import UsersError, authenticate, make_entry, parse_users
 from pipeline.deadletters import dead_letter_event, dead_letter_record
 from pipeline.errors import InvalidEvent, PermanentError
+from pipeline.queues import queue_depths
 from pipeline.redact import MASK, event_argsrepr, mask, mask_url
 from pipeline.store import Connection, Store, record_id
 
@@ -154,7 +155,7 @@ def test_health_shows_last_success_waiting_retries_breaker_and_queue_depths(stor
     assert (row.provider, row.client_file, row.dossier, row.connection) == ("acd", "cf_a", "D1", "ready")
     assert row.last_success == "2023-11-14 22:13:20Z"
     assert row.waiting_retries == 1 and row.failures_in_a_row == 4 and row.breaker == "closed"
-    assert queries.queue_depths(store) == {"events": 0, "acd": 2, "cegid_loop": 0}
+    assert queue_depths(store) == {"events": 0, "acd": 2, "cegid_loop": 0}
 
 
 def test_mask_hides_secret_keys_and_url_tokens_everywhere() -> None:
@@ -215,7 +216,7 @@ def test_queue_depths_count_every_priority_kombu_publishes_to(store: Store, redi
             producer.publish(
                 {"n": index}, exchange=acd.exchange, routing_key="acd", declare=[acd], priority=step_priority(index)
             )
-    assert queries.queue_depths(store) == {"events": 0, "acd": 5, "cegid_loop": 0}
+    assert queue_depths(store) == {"events": 0, "acd": 5, "cegid_loop": 0}
     assert len({step_priority(i) for i in range(5)}) == 4  # fetch, rename, map, then post and confirm
 
 
