@@ -741,6 +741,9 @@ class AcdSandbox:
         """Restart one firm's server (or all): every token and every open dossier session is lost."""
         for state in [self._firm(firm)] if firm is not None else list(self._firms.values()):
             with state.lock:
+                # Calls still in flight hold their token: without a session they cannot commit anywhere.
+                for token in state.tokens.values():
+                    token.dossier = None
                 state.tokens.clear()
                 state.restarts += 1
             logger.info("ACD sandbox %s: restarted, every token and session dropped", state.name)
@@ -1117,9 +1120,11 @@ class AcdSandbox:
                     f"Aucun exercice ne se termine en {year} : la période demandée couvre plusieurs exercices "
                     "ou aucun.",
                 )
-            visible = [copy.deepcopy(e) for e in dossier.entries if e["committed_at"] <= horizon]
-            text, lines = _fec_text(dossier.dossier, visible, fiscal)
-        # Producing a FEC costs time in proportion to its size, outside the lock as on a real server.
+            # A stored entry never changes, so references are a snapshot; the text is built outside the lock
+            # (a busy dossier's FEC has tens of thousands of lines) and so is the time it costs.
+            visible = [e for e in dossier.entries if e["committed_at"] <= horizon]
+            names = _FecNames.of(dossier.dossier)
+        text, lines = _fec_text(names, visible, fiscal)
         time.sleep(lines * self.fec_seconds_per_line)
         return text_response(text)
 
@@ -1563,15 +1568,30 @@ def _fec_field(value: Any) -> str:
     return str(value).replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
-def _fec_text(dossier: AcdDossier, entries: list[dict[str, Any]], fiscal: tuple[date, date]) -> tuple[str, int]:
+@dataclass(frozen=True)
+class _FecNames:
+    """What a FEC names besides the entries: journal and account labels, each subsidiary's collective."""
+
+    journals: dict[str, str]
+    generaux: dict[str, str]
+    subsidiaries: dict[str, tuple[str, str]]
+
+    @classmethod
+    def of(cls, dossier: AcdDossier) -> _FecNames:
+        return cls(
+            journals={j["Code"]: j.get("Libelle", "") for j in dossier.journals},
+            generaux={a["Code"]: a.get("Lib", "") for a in dossier.generaux},
+            subsidiaries={
+                a["Code"]: (a.get("CptCptCol") or COLLECTIVE_ACCOUNTS[kind], a.get("Lib", ""))
+                for kind in ("clients", "fournisseurs")
+                for a in getattr(dossier, kind)
+            },
+        )
+
+
+def _fec_text(names: _FecNames, entries: list[dict[str, Any]], fiscal: tuple[date, date]) -> tuple[str, int]:
     """The FEC of one fiscal year and how many entry lines it has."""
-    journals = {j["Code"]: j.get("Libelle", "") for j in dossier.journals}
-    generaux = {a["Code"]: a.get("Lib", "") for a in dossier.generaux}
-    subsidiaries = {
-        a["Code"]: (a.get("CptCptCol") or COLLECTIVE_ACCOUNTS[kind], a.get("Lib", ""))
-        for kind in ("clients", "fournisseurs")
-        for a in getattr(dossier, kind)
-    }
+    journals, generaux, subsidiaries = names.journals, names.generaux, names.subsidiaries
     rows = ["\t".join(FEC_COLUMNS)]
     for entry in sorted(entries, key=lambda e: e["EcritureNum"]):
         valid = datetime.fromtimestamp(entry["committed_at"], UTC).strftime("%Y%m%d")

@@ -1130,6 +1130,20 @@ def test_a_restart_drops_every_token_and_session_of_that_firm_only(server, acd, 
     assert acd.state("dupont")["restarts"] == 1
 
 
+def test_a_post_in_flight_during_a_restart_is_not_stored(server, acd, api):
+    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=0.5, count=1))
+    answers: list[httpx.Response] = []
+    posting = threading.Thread(target=lambda: answers.append(api.post("/compta/ecriture", json=entry())))
+
+    posting.start()
+    time.sleep(0.2)
+    acd.restart("dupont")
+    posting.join()
+
+    assert answers[0].status_code == 401
+    assert acd.entries("dupont", "DUPONT01") == []
+
+
 def test_the_garbage_fault_rotates_among_invalid_json_unenveloped_json_and_html(api, acd):
     acd.set_fault("dupont", Fault(mode="garbage", route="compta/ecriture"))
 
