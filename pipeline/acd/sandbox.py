@@ -72,7 +72,8 @@ Python interface: ``entries``, ``documents``, ``accounts``, ``add_account``, ``c
 ``session_opens``, ``fec_requests``, ``set_password``, ``expire_tokens``, ``restart`` (every token and
 session of a firm dropped, as a server restart does), ``set_fault``/``clear_faults``/``faults``, ``state``,
 ``reset``, ``api_base``, ``browser_path``. Admin routes under ``/_sandbox/acd``: ``faults`` (GET, POST,
-DELETE; per firm under ``/{firm}/faults``), ``settings`` (``index_lag_seconds``, ``fec_seconds_per_line``),
+DELETE; per firm under ``/{firm}/faults``), ``settings`` (``index_lag_seconds``, ``fec_seconds_per_line``,
+``token_lifetime_seconds``, ``token_idle_seconds``: attributes of the sandbox too),
 ``restart``, and per firm ``state``, ``expire-tokens``, ``restart``, ``accounts``. Faults match the route
 after ``/api/v1/`` whatever its case (``ged/documents`` is not ``ged/documents/filtrer``; ``ged/`` is both);
 ``session_lost`` forgets the caller's open dossier.
@@ -173,6 +174,8 @@ KEY_STATUS = {
     "jetonNonRecu": 401,
 }
 UNKNOWN_KEY_STATUS = 400
+# What POST /_sandbox/acd/settings may change (attributes of the sandbox, in seconds).
+_SETTINGS = ("index_lag_seconds", "fec_seconds_per_line", "token_lifetime_seconds", "token_idle_seconds")
 
 
 # -- seed data -----------------------------------------------------------------------------------
@@ -441,8 +444,8 @@ class _Token:
     last_used: float
     dossier: str | None = None
 
-    def expired(self, now: float) -> bool:
-        return now >= self.issued_at + TOKEN_LIFETIME_SECONDS or now >= self.last_used + TOKEN_IDLE_SECONDS
+    def expired(self, now: float, lifetime: float, idle: float) -> bool:
+        return now >= self.issued_at + lifetime or now >= self.last_used + idle
 
 
 @dataclass
@@ -541,12 +544,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _route_name(api_rest: str) -> str:
-    """``compta/ecriture`` for ``/v1/compta/ecriture`` (the name faults and the docs use for a route)."""
-    name = api_rest.lstrip("/")
-    return name[3:] if name.casefold().startswith("v1/") else name
-
-
 def _is_number(value: Any) -> bool:
     return _is_int(value) or isinstance(value, Decimal)
 
@@ -587,6 +584,9 @@ class AcdSandbox:
         self._lock = threading.Lock()
         self.index_lag_seconds = index_lag_seconds
         self.fec_seconds_per_line = fec_seconds_per_line
+        # Settings, so that tests with real workers can make tokens die within seconds.
+        self.token_lifetime_seconds: float = TOKEN_LIFETIME_SECONDS
+        self.token_idle_seconds: float = TOKEN_IDLE_SECONDS
         self.clock = clock
         self._mount_path = "/acd"
         self._global_faults = _acd_switch(self._rng)
@@ -793,7 +793,7 @@ class AcdSandbox:
         sub = request.sub(rest, f"/{segment}", {"firm": state.name})
         sub.context["firm"] = state
         # Faults select API calls by their route after /api/v1/, whatever the firm's root and the path's case.
-        fault_path = _route_name(api_rest) if api_rest is not None else rest
+        fault_path = api_rest if api_rest is not None else rest
         switch = state.faults
         fault = switch.take(request.method, fault_path)
         if fault is None:
@@ -896,7 +896,7 @@ class AcdSandbox:
             now = self.clock()
             with state.lock:
                 issued = state.tokens.get(token)
-                if issued is None or issued.expired(now):
+                if issued is None or issued.expired(now, self.token_lifetime_seconds, self.token_idle_seconds):
                     state.tokens.pop(token, None)
                     return _text(401, TOKEN_INVALID)
                 issued.last_used = now
@@ -1273,16 +1273,14 @@ class AcdSandbox:
     def _admin_settings(self, request: Request) -> Response:
         if request.method == "POST":
             body = request.json()
-            if not isinstance(body, dict) or not set(body) <= {"index_lag_seconds", "fec_seconds_per_line"}:
-                return json_response({"error": "settings are index_lag_seconds and fec_seconds_per_line"}, 400)
+            if not isinstance(body, dict) or not set(body) <= set(_SETTINGS):
+                return json_response({"error": f"settings are {', '.join(_SETTINGS)}"}, 400)
             for key, value in body.items():
                 if not isinstance(value, int | Decimal) or isinstance(value, bool) or value < 0:
                     return json_response({"error": f"{key} must be a non-negative number"}, 400)
             for key, value in body.items():
                 setattr(self, key, float(value))
-        return json_response(
-            {"index_lag_seconds": self.index_lag_seconds, "fec_seconds_per_line": self.fec_seconds_per_line}
-        )
+        return json_response({name: getattr(self, name) for name in _SETTINGS})
 
 
 # -- reading and checking an entry ---------------------------------------------------------------

@@ -63,6 +63,7 @@ def acd(server):
     yield server.acd
     server.acd.reset()
     server.acd.clock = time.time
+    server.acd.token_lifetime_seconds, server.acd.token_idle_seconds = 3600, 900
 
 
 def client_for(server, firm: str = "dupont", base: str | None = None) -> httpx.Client:
@@ -331,6 +332,25 @@ def test_a_token_dies_60_minutes_after_issue_even_when_used(server, acd):
             statuses.append(client.get("/dossiers").status_code)
 
     assert statuses == [200, 200, 200, 200, 401]
+
+
+def test_token_lifetimes_are_settings_for_tests_with_real_workers(server, acd):
+    acd.clock = clock = FakeClock()
+    acd.token_lifetime_seconds, acd.token_idle_seconds = 5.0, 2.0
+    with logged_in(server) as client:
+        clock.advance(1.5)
+        alive = client.get("/dossiers").status_code
+        clock.advance(2.0)
+        idle = client.get("/dossiers").status_code
+        client.headers["UUID"] = login(client).json()["UUID"]
+        used = []
+        for _ in range(3):
+            clock.advance(1.5)
+            used.append(client.get("/dossiers").status_code)
+        clock.advance(1.0)
+        old = client.get("/dossiers").status_code
+
+    assert (alive, idle, used, old) == (200, 401, [200, 200, 200], 401)
 
 
 def test_an_unknown_token_or_another_firms_token_is_a_plain_text_401(server, acd, api):
@@ -1249,7 +1269,12 @@ def test_the_admin_api_flips_faults_restarts_and_reads_state_from_another_proces
     assert state["dossiers"]["DUPONT01"]["fec_requests"] == 1
     assert [e["EcritureNum"] for e in state["dossiers"]["DUPONT01"]["entries"]] == [1]
     assert restarted.status_code == 200 and after_restart.status_code == 401
-    assert settings.json() == {"index_lag_seconds": 0.5, "fec_seconds_per_line": 0.001}
+    assert settings.json() == {
+        "index_lag_seconds": 0.5,
+        "fec_seconds_per_line": 0.001,
+        "token_lifetime_seconds": 3600,
+        "token_idle_seconds": 900,
+    }
     assert acd.index_lag_seconds == 0.5
     assert account.status_code == 201
     assert {"Code": "628000", "Lib": "Divers", "CptInactif": True} in acd.accounts("dupont", "DUPONT01", "generaux")
