@@ -131,6 +131,14 @@ def is_json(response: httpx.Response) -> bool:
     return True
 
 
+def wait_until_taken(acd, firm: str = "dupont") -> None:
+    """Wait until the server has taken the request its one-shot fault was waiting for (it is in flight)."""
+    deadline = time.monotonic() + 30
+    while acd.faults(firm) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert acd.faults(firm) == [], "the request never reached the server"
+
+
 def fec_rows(response: httpx.Response) -> list[list[str]]:
     return [row.split("\t") for row in response.text.split("\r\n")[1:] if row]
 
@@ -466,12 +474,12 @@ def test_a_token_switched_to_another_dossier_posts_into_the_last_opened_one(api,
 
 
 def test_a_post_in_flight_when_its_token_switches_lands_in_the_new_dossier(server, acd, api):
-    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=0.5, count=1))
+    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=2.0, count=1))
     answers: list[httpx.Response] = []
     posting = threading.Thread(target=lambda: answers.append(api.post("/compta/ecriture", json=entry())))
 
     posting.start()
-    time.sleep(0.2)
+    wait_until_taken(acd)
     with client_for(server) as other:
         other.headers["UUID"] = api.headers["UUID"]
         other.post("/sessions/dossier/DUPONT04")
@@ -1151,12 +1159,12 @@ def test_a_restart_drops_every_token_and_session_of_that_firm_only(server, acd, 
 
 
 def test_a_post_in_flight_during_a_restart_is_not_stored(server, acd, api):
-    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=0.5, count=1))
+    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=2.0, count=1))
     answers: list[httpx.Response] = []
     posting = threading.Thread(target=lambda: answers.append(api.post("/compta/ecriture", json=entry())))
 
     posting.start()
-    time.sleep(0.2)
+    wait_until_taken(acd)
     acd.restart("dupont")
     posting.join()
 
@@ -1191,9 +1199,9 @@ def test_a_fault_matches_its_route_after_api_v1_whatever_the_case_and_only_that_
 
     lookup = api.post("/ged/documents/filtrer", json={})
     posted = upload(api)
-    api.post("/sessions/dossier/DUPONT01")  # not a ged route
+    upper_case_path = api.post("/GED/DOCUMENTS", files={"file": ("a.pdf", b"x")}, data={"idArboGed": "0"})
 
-    assert lookup.status_code == 200 and posted.status_code == 503
+    assert lookup.status_code == 200 and posted.status_code == 503 and upper_case_path.status_code == 503
     acd.clear_faults()
     acd.set_fault("dupont", Fault(mode="status", status=503, route="ged/"))
     assert api.post("/ged/documents/filtrer", json={}).status_code == 503
