@@ -47,9 +47,9 @@ The rules, with the contract's [assumed] choices taken the hard way:
   must be a string. A line on an ``ActivationAnalytique`` account without ``Analytiques`` is refused
   (``analytiqueCleRepartitionInexistante``) unless the dossier's seed gives that account an automatic split
   key, which is then applied to the stored line. Each entry gets an ``EcritureNum`` (per dossier, from 1).
-- ``POST v1/compta/fec`` ``{"Annee": N}``: the FEC (``text/plain``, UTF-8, tab-separated, CRLF, header + one
-  line per entry line, the 18 standard columns) of the fiscal year that ends in year N, or the envelope
-  ``periodeMultiExercice`` when none does. Entries show only ``index_lag_seconds`` after their commit, and the
+- ``POST v1/compta/fec`` ``{"Annee": N}``: the FEC (``text/plain``, UTF-8 with a byte-order mark,
+  tab-separated, CRLF, header + one line per entry line, the 18 standard columns) of the fiscal year that
+  ends in year N, or the envelope ``periodeMultiExercice`` when none does. Entries show only ``index_lag_seconds`` after their commit, and the
   answer takes ``fec_seconds_per_line`` per line to produce. Subsidiary lines carry the collective account
   (the subsidiary account's ``CptCptCol``, else 401000/411000) in ``CompteNum`` and the code in ``CompAuxNum``.
 - GED: ``POST v1/ged/documents`` (multipart ``idArboGed`` + ``file``, streamed: only the size and SHA-256 are
@@ -1609,7 +1609,8 @@ def _fec_text(names: _FecNames, entries: list[dict[str, Any]], fiscal: tuple[dat
                 _fec_amount(line["Debit"]), _fec_amount(line["Credit"]), "", "", valid, "", "",
             ]  # fmt: skip
             rows.append("\t".join(_fec_field(value) for value in row))
-    return "\r\n".join(rows) + "\r\n", len(rows) - 1
+    # French FEC exports often begin with a byte-order mark: a parser must not take it for part of a column name.
+    return "\ufeff" + "\r\n".join(rows) + "\r\n", len(rows) - 1
 
 
 def _iso(timestamp: float) -> str:

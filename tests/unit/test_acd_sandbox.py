@@ -811,7 +811,8 @@ def test_the_fec_has_the_18_columns_crlf_decimal_commas_and_collective_accounts(
     response = api.post("/compta/fec", json={"Annee": 2026})
 
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
-    assert response.text.startswith(FEC_HEADER + "\r\n") and response.text.endswith("\r\n")
+    assert response.content.startswith(b"\xef\xbb\xbf" + FEC_HEADER.encode() + b"\r\n")
+    assert response.text.endswith("\r\n")
     assert "\n" not in response.text.replace("\r\n", "")
     rows = fec_rows(response)
     assert len(rows) == 4 and all(len(row) == 18 for row in rows)
