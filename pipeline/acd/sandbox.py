@@ -49,9 +49,10 @@ The rules, with the contract's [assumed] choices taken the hard way:
   key, which is then applied to the stored line. Each entry gets an ``EcritureNum`` (per dossier, from 1).
 - ``POST v1/compta/fec`` ``{"Annee": N}``: the FEC (``text/plain``, UTF-8 with a byte-order mark,
   tab-separated, CRLF, header + one line per entry line, the 18 standard columns) of the fiscal year that
-  ends in year N, or the envelope ``periodeMultiExercice`` when none does. Entries show only ``index_lag_seconds`` after their commit, and the
-  answer takes ``fec_seconds_per_line`` per line to produce. Subsidiary lines carry the collective account
-  (the subsidiary account's ``CptCptCol``, else 401000/411000) in ``CompteNum`` and the code in ``CompAuxNum``.
+  ends in year N, or the envelope ``periodeMultiExercice`` when none does. Entries show only
+  ``index_lag_seconds`` after their commit, and the answer takes ``fec_seconds_per_line`` per line to
+  produce. Subsidiary lines carry the collective account (the subsidiary account's ``CptCptCol``, else
+  401000/411000) in ``CompteNum`` and the code in ``CompAuxNum``.
 - GED: ``POST v1/ged/documents`` (multipart ``idArboGed`` + ``file``, streamed: only the size and SHA-256 are
   kept); the same name twice is stored twice; a folder the rights do not reach answers 403 ``Vous n'avez pas
   les droits d'accès à cette ressource``, an unknown folder 403 ``Plan de classement introuvable/inaccessible``;
