@@ -832,7 +832,7 @@ def sandbox(host: str, port: int, acd_config: str | None, index_lag: float) -> N
         f"  Cegid Loop: {server.app_url('cegid')} (domain {DEMO_DOMAIN}, dossier DUPONT01, API key {DEMO_API_KEY})"
     )
     for firm in sorted(acd.firms):
-        click.echo(f"  ACD firm {firm}: {server.acd_url(firm)}")
+        click.echo(f"  ACD firm {firm}: {server.acd_url(firm)} (API at {server.acd_api_url(firm)})")
     click.echo(f"  documents: {server.url}/docs/<id>   faults and state: {server.url}/_sandbox/")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
