@@ -33,13 +33,13 @@ class Settings:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hubsync-spool")
     document_hosts: tuple[str, ...] = ()
     document_allow_private: bool = False
-    document_max_bytes: int = 25 * 1024 * 1024
+    document_max_bytes: int = 20 * 1024 * 1024
     http_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     acd_index_lag_seconds: float = 2.0
     confirm_window_seconds: float = 120.0
     acd_fec_timeout_seconds: float = 120.0
-    acd_fec_min_interval_seconds: float = 10.0
+    acd_fec_min_interval_seconds: float = 5.0
     acd_token_ttl_seconds: float = 50 * 60.0
     acd_token_idle_seconds: float = 13 * 60.0
     acd_max_reposts: int = 5

@@ -9,9 +9,9 @@ line's label. A FEC is expensive (ACD builds it from the whole fiscal year), so 
   about it (``conclusive_from``: posted_at + ACD's index lag, or after an unknown outcome the post's start +
   the HTTP timeout + the lag);
 - whichever worker finds a fetch due takes the dossier's FEC lock (one fetch in flight per dossier, its TTL
-  above the FEC read timeout), honours a minimum interval between fetches, reads each needed fiscal year's
-  FEC once, and writes the outcome into the record of every waiting entry: the EcritureNum(s) found, or "not
-  found as of the fetch's start";
+  above the FEC read timeout), honours a minimum interval between fetches (longer for a FEC that ACD takes
+  long to build: ``LOAD_FACTOR``), reads each needed fiscal year's FEC once, and writes the outcome into the
+  record of every waiting entry: the EcritureNum(s) found, or "not found as of the fetch's start";
 - the others do not wait in a worker: they are deferred (a countdown) until the next fetch.
 
 "Not found" is only ever concluded from a FEC requested after ``conclusive_from``; "found" is always final.
@@ -46,6 +46,9 @@ from pipeline.store import LockBusy, P, Store, now
 ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
 REQUIRED_COLUMNS = ("ecriturenum", "ecriturelib")
 LOCK_YEARS = 4
+LOAD_FACTOR = 3.0
+"""Fetches are at least this many times the last one's duration apart: a dossier whose FEC takes ACD long to
+build is asked for it less often (the server spends at most a quarter of its time on it for the hub)."""
 
 
 class FecUnreadable(MalformedResponse):
@@ -323,6 +326,11 @@ def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
     return started
 
 
+def _interval(meta: dict[str, str]) -> float:
+    """The time between two fetch starts: the minimum interval, longer for a FEC that takes long to build."""
+    return max(settings().acd_fec_min_interval_seconds, LOAD_FACTOR * float(meta.get("duration") or 0.0))
+
+
 def _settled(store: Store, scope: str, rid: str, conclusive_from: float) -> list[str] | None:
     known = outcome(store, rid)
     if known is None or not (known.found or known.checked_at >= conclusive_from):
@@ -353,7 +361,7 @@ def lookup(store: Store, scope: str, rid: str, ack: str, year: int, conclusive_f
         )
     meta = store.r.hgetall(_meta(scope))
     last = float(meta.get("started_at") or 0.0)
-    due = max(conclusive_from, last + s.acd_fec_min_interval_seconds)
+    due = max(conclusive_from, last + _interval(meta))
     if current < due:
         raise Deferred(
             f"the dossier's FEC was read {current - last:.1f}s ago; the next read comes in {due - current:.1f}s",
@@ -361,8 +369,8 @@ def lookup(store: Store, scope: str, rid: str, ack: str, year: int, conclusive_f
         )
     try:
         with store.lock(f"fec:{scope}", ttl_seconds=s.acd_fec_timeout_seconds * LOCK_YEARS + 30):
-            last = float(store.r.hget(_meta(scope), "started_at") or 0.0)
-            if now() >= last + s.acd_fec_min_interval_seconds:
+            meta = store.r.hgetall(_meta(scope))
+            if now() >= float(meta.get("started_at") or 0.0) + _interval(meta):
                 fetch_round(store, scope, fetch)
     except LockBusy as exc:
         running_for = now() - float(meta.get("started_at") or now())
@@ -373,4 +381,4 @@ def lookup(store: Store, scope: str, rid: str, ack: str, year: int, conclusive_f
     settled = _settled(store, scope, rid, conclusive_from)
     if settled is not None:
         return settled
-    raise Deferred("waiting for the next read of the dossier's FEC", retry_after=s.acd_fec_min_interval_seconds)
+    raise Deferred("waiting for the next read of the dossier's FEC", retry_after=_interval(meta))

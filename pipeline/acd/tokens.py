@@ -145,10 +145,12 @@ class TokenStore:
                 self._copies.pop(key.id, None)
 
     def touch(self, key: TokenKey, token: Token) -> None:
-        """Note that ``token`` was used (at most every few seconds per process), for the idle rule."""
+        """Note that ``token`` was used (at most every 30 s per process, far within the idle limit), for the idle
+        rule."""
         stamp = now()
+        every = min(TOUCH_EVERY_SECONDS, self.idle_seconds / 4)
         with self._lock:
-            if stamp - self._touched.get(key.id, 0.0) < TOUCH_EVERY_SECONDS:
+            if stamp - self._touched.get(key.id, 0.0) < every:
                 return
             self._touched[key.id] = stamp
         self._touch(keys=[self._key(key)], args=[token.fp, stamp])

@@ -245,6 +245,18 @@ def test_an_idle_token_is_replaced_before_the_call_instead_of_after_a_401(store)
     assert all(c.dossier == "DUPONT01" for c in server.on("/compta/journal"))
 
 
+def test_a_token_in_constant_use_never_counts_as_idle(store):
+    import time
+
+    server = FakeIsuite()
+    client = client_for(server, store, tokens=TokenStore(store, idle_seconds=0.6))
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        client.journals()
+        time.sleep(0.05)
+    assert server.logins == 1
+
+
 def test_tokens_expire_in_redis_before_acds_sixty_minutes(store):
     server = FakeIsuite()
     client_for(server, store).journals()
