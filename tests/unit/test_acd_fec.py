@@ -218,8 +218,9 @@ def test_fetches_respect_the_minimum_interval_and_one_in_flight(store):
     with pytest.raises(Deferred) as info:
         fec.lookup(store, "scope1", b, "BBBB", 2026, later, acd.fetch)
     assert "next read" in info.value.message
-    # two workers ask at once once it is due: one reads, the other is deferred, both get the answer
-    time.sleep(0.6)
+    # two workers ask at once once it is due (a read that took 0.4 s spaces the next by 3 x 0.4 s, above the
+    # 0.5 s minimum): one reads, the other is deferred, both get the answer
+    time.sleep(1.3)
     outcomes: list[Any] = []
 
     def ask() -> None:
