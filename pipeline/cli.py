@@ -849,8 +849,11 @@ def demo(entries: int, timeout: float, as_json: bool) -> None:
     summary = run_demo(entries=entries, timeout=timeout, echo=None if as_json else click.echo)
     if as_json:
         emit_json(summary)
-    if summary["lost"] or summary["duplicates"]:
-        fail(f"demo ended with {summary['lost']} entries not landed and {summary['duplicates']} duplicates")
+    if summary["lost"] or summary["duplicates"] or summary["wrong_dossier"]:
+        fail(
+            f"demo ended with {summary['lost']} entries not landed, {summary['duplicates']} duplicates and "
+            f"{summary['wrong_dossier']} in a wrong dossier"
+        )
 
 
 if __name__ == "__main__":

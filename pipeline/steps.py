@@ -86,7 +86,7 @@ def run_step(
         log.exception("step %s failed unexpectedly on %s", name, rid)
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
-        # three fields, not the whole record (whose event and payload are most of its bytes)
+        # four fields, not the whole record (whose event and payload are most of its bytes)
         state = settled_state(*store.fields(rid, "state", "confirmed_at", "provider_id", "posted_at"))
         store.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
         return Outcome("next")

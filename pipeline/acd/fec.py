@@ -209,6 +209,24 @@ def fec_year(day: date, years: Iterable[FiscalYear]) -> int:
     return held.end.year if held is not None else day.year
 
 
+@dataclass(frozen=True)
+class FecYears:
+    """The FEC years that may hold an entry: exactly one when its fiscal year is known; otherwise every year its
+    fiscal year could end in (a fiscal year lasts at most 24 months), where "no FEC for that year" is an answer."""
+
+    years: tuple[int, ...]
+    guessed: bool = False
+
+
+def fec_years(day: date, years: Iterable[FiscalYear] | None) -> FecYears:
+    """Where to look for an entry dated ``day``: never a single guessed year, which could wrongly say "absent"
+    (and have the entry posted again) when the dossier's fiscal years are not calendar years."""
+    held = fiscal_year_of(day, years or [])
+    if held is not None:
+        return FecYears((held.end.year,))
+    return FecYears((day.year, day.year + 1, day.year + 2), guessed=True)
+
+
 # -- the coordinator -------------------------------------------------------------------------------
 
 
@@ -241,11 +259,11 @@ def outcome(store: Store, rid: str) -> Outcome | None:
     return Outcome(float(checked), json.loads(found) if found else [], error or "")
 
 
-def register(store: Store, scope: str, rid: str, ack: str, year: int, conclusive_from: float) -> None:
+def register(store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float) -> None:
     """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins)."""
     pipe = store.r.pipeline(transaction=False)
     pipe.zadd(_waiting(scope), {rid: conclusive_from}, gt=True)
-    pipe.hset(_wait(scope), rid, json.dumps({"year": year, "ack": ack}))
+    pipe.hset(_wait(scope), rid, json.dumps({"years": list(where.years), "guessed": where.guessed, "ack": ack}))
     pipe.execute()
 
 
@@ -278,6 +296,7 @@ def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
     fetch's start time. Run only under the dossier's FEC lock."""
     started = now()
     store.r.hset(_meta(scope), "started_at", started)
+    store.r.delete(f"{_meta(scope)}:next")
     members: list[tuple[str, float]] = store.r.zrange(_waiting(scope), 0, -1, withscores=True)
     details = store.r.hgetall(_wait(scope))
     info: dict[str, dict[str, Any]] = {}
@@ -288,7 +307,7 @@ def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
             continue
         info[rid] = json.loads(raw)
     conclusive = [rid for rid, score in members if score <= started and rid in info]
-    years = sorted({int(info[rid]["year"]) for rid in conclusive})
+    years = sorted({int(y) for rid in conclusive for y in info[rid]["years"]})
     found: dict[str, list[str]] = {}
     read: set[int] = set()
     failed: dict[int, str] = {}
@@ -312,16 +331,19 @@ def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
         if item is None:
             continue
         hits = found.get(str(item["ack"]))
-        year = int(item["year"])
+        wanted = {int(y) for y in item["years"]}
+        # a guessed year without a FEC simply holds no fiscal year: it cannot hold the entry either
+        answered = read | (set(failed) if item.get("guessed") else set())
         if hits:
             _write_outcome(store, rid, started, sorted(hits))
             unregister(store, scope, rid)
-        elif year in read:
+        elif wanted <= answered and wanted & read:
             written = _write_outcome(store, rid, started, [])
             if score <= started or not written:
                 unregister(store, scope, rid)
-        elif year in failed and score <= started:
-            _write_outcome(store, rid, started, [], failed[year])
+        elif wanted & set(failed) and score <= started:
+            reasons = "; ".join(failed[y] for y in sorted(wanted & set(failed)))
+            _write_outcome(store, rid, started, [], reasons)
             unregister(store, scope, rid)
     return started
 
@@ -345,27 +367,44 @@ def _settled(store: Store, scope: str, rid: str, conclusive_from: float) -> list
     return []
 
 
-def lookup(store: Store, scope: str, rid: str, ack: str, year: int, conclusive_from: float, fetch: Fetch) -> list[str]:
-    """The EcritureNum(s) of the entry carrying ``ack`` in the dossier's FEC of ``year``; ``[]`` when a FEC
-    requested at or after ``conclusive_from`` does not hold it. Raises ``Deferred`` until such a FEC was read
+def _why_wait(current: float, conclusive_from: float, last: float, due: float) -> str:
+    if due == conclusive_from:
+        return f"ACD writes new entries into the FEC asynchronously; the next read comes in {due - current:.1f}s"
+    return f"the dossier's FEC was read {current - last:.1f}s ago; the next read comes in {due - current:.1f}s"
+
+
+def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> float:
+    """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
+    due and reads; the others wake once that read should be over, so they find their outcome at the first look
+    instead of meeting the lock."""
+    key = f"{_meta(scope)}:next"
+    expected = float(meta.get("duration") or 0.5)
+    planned = store.r.get(key)
+    current = now()
+    if planned is None or float(planned) < current or float(planned) > due + 0.05:
+        store.r.set(key, due, px=int((due - current + expected + 5.0) * 1000))
+        return due + random.uniform(0.05, 0.2)
+    return float(planned) + expected + random.uniform(0.3, 0.6)
+
+
+def lookup(
+    store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float, fetch: Fetch
+) -> list[str]:
+    """The EcritureNum(s) of the entry carrying ``ack`` in the dossier's FEC of ``where``; ``[]`` when FECs
+    requested at or after ``conclusive_from`` do not hold it. Raises ``Deferred`` until such a FEC was read
     (sharing the dossier's fetch with every other waiting entry), ``FecUnavailable`` when ACD gives no FEC."""
     s = settings()
     settled = _settled(store, scope, rid, conclusive_from)
     if settled is not None:
         return settled
-    register(store, scope, rid, ack, year, conclusive_from)
+    register(store, scope, rid, ack, where, conclusive_from)
     current = now()
-    if current < conclusive_from:
-        raise Deferred(
-            "ACD writes new entries into the FEC asynchronously", retry_after=conclusive_from - current + 0.1
-        )
     meta = store.r.hgetall(_meta(scope))
     last = float(meta.get("started_at") or 0.0)
     due = max(conclusive_from, last + _interval(meta))
     if current < due:
         raise Deferred(
-            f"the dossier's FEC was read {current - last:.1f}s ago; the next read comes in {due - current:.1f}s",
-            retry_after=due - current + random.uniform(0.05, 0.3),
+            _why_wait(current, conclusive_from, last, due), retry_after=_wake_at(store, scope, meta, due) - current
         )
     try:
         with store.lock(f"fec:{scope}", ttl_seconds=s.acd_fec_timeout_seconds * LOCK_YEARS + 30):

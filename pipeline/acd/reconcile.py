@@ -21,6 +21,7 @@ from datetime import date
 from typing import Any
 
 from pipeline.acd import fec, reference
+from pipeline.acd.errors import FecUnavailable
 from pipeline.acd.fec import entries_by_ack, parse_fec
 from pipeline.acd.steps import context, scope_of
 from pipeline.acd.tokens import count
@@ -143,18 +144,22 @@ def _finding(rec: Record, ids: list[str]) -> Finding:
     )
 
 
-def _years(store: Store, client_file_id: str, ref: reference.Reference) -> list[int]:
-    """The FEC years to read: every fiscal year a record of the client file falls in, and the current one."""
+def _years(store: Store, client_file_id: str, ref: reference.Reference) -> fec.FecYears:
+    """The FEC years to read: the fiscal year of every record of the client file, and the current one. A year
+    that is only a guess (fiscal years unknown) may have no FEC; a known one must be read."""
     years: set[int] = set()
+    guessed = False
     for rid in store.record_ids("acd", client_file_id):
         (raw,) = store.fields(rid, "event")
         rec_date = _date_of(raw)
         if rec_date is not None:
-            years.add(fec.fec_year(rec_date, ref.fiscal_years or []))
+            where = fec.fec_years(rec_date, ref.fiscal_years)
+            years.update(where.years)
+            guessed = guessed or where.guessed
     for year in ref.fiscal_years or []:
         if year.current:
             years.add(year.end.year)
-    return sorted(years)
+    return fec.FecYears(tuple(sorted(years)), guessed)
 
 
 def _date_of(raw: str | None) -> date | None:
@@ -177,9 +182,16 @@ def reconcile_acd(store: Store, client_file_id: str) -> Reconciliation:
     try:
         ctx = context(store, client_file_id)
         ref = reference.current(store, ctx)
-        years = _years(store, client_file_id, ref)
-        for year in years:
-            lines = parse_fec(ctx.fetch_fec(year))
+        where = _years(store, client_file_id, ref)
+        years = []
+        for year in where.years:
+            try:
+                lines = parse_fec(ctx.fetch_fec(year))
+            except FecUnavailable:
+                if where.guessed:
+                    continue  # no fiscal year ends in that year: nothing of the dossier's is there
+                raise
+            years.append(year)
             count(store, "fec_fetches", f"reconcile:{scope}")
             for ack, numbers in entries_by_ack(lines).items():
                 found.setdefault(ack, []).extend(numbers)

@@ -322,17 +322,17 @@ def _entry_date(payload: dict[str, Any]) -> date:
     return date(int(payload["Annee"]), int(payload["Mois"]), int(lines[0].get("Jour") or 1))
 
 
-def _fec_year(store: Store, ctx: AcdContext, payload: dict[str, Any]) -> int:
+def _fec_years(store: Store, ctx: AcdContext, payload: dict[str, Any]) -> fec.FecYears:
     ref = reference.current(store, ctx)
-    return fec.fec_year(_entry_date(payload), ref.fiscal_years or [])
+    return fec.fec_years(_entry_date(payload), ref.fiscal_years)
 
 
 def _lookup(store: Store, ctx: AcdContext, rec: Record, conclusive_from: float) -> list[str]:
     """The entry's EcritureNum(s) in the FEC (shared read); ``[]`` when a conclusive read misses it."""
     assert rec.payload is not None and rec.ack is not None
-    year = _fec_year(store, ctx, rec.payload)
+    where = _fec_years(store, ctx, rec.payload)
     try:
-        return fec.lookup(store, ctx.scope, rec.id, rec.ack, year, conclusive_from, ctx.fetch_fec)
+        return fec.lookup(store, ctx.scope, rec.id, rec.ack, where, conclusive_from, ctx.fetch_fec)
     except FecUnavailable:
         # the dossier's fiscal years may have changed since they were read: read them again for the next look
         reference.refresh_context(store, ctx)

@@ -144,19 +144,14 @@ def test_a_server_restart_mid_run_costs_one_login_per_dossier_and_loses_nothing(
     one, four, home = _two_dossiers(hub, "restart")
     hub.sandbox.acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=0.3))
     ids1, ids4 = _emit_both(hub, one, four, 30, 600)
-    hub.wait(
-        lambda: (
-            sum(
-                (r := hub.record(cf, e)) is not None and r.state == "confirmed"
-                for cf, ids in ((one, ids1), (four, ids4))
-                for e in ids
-            )
-            >= 10
-        ),
-        120,
-        "a few entries confirmed",
-    )
-    # when the firm's server restarts (every token and session gone), with posts in flight
+
+    def posted() -> int:
+        pairs = ((one, ids1), (four, ids4))
+        return sum(1 for cf, ids in pairs for e in ids if (r := hub.record(cf, e)) is not None and r.posted_at)
+
+    hub.wait(lambda: posted() >= 10, 120, "a few entries posted")
+    # when the firm's server restarts (every token and session gone), with posts in flight and every
+    # confirmation still to come
     logins_before = hub.sandbox.acd.logins("dupont")
     hub.sandbox.acd.restart("dupont")
     records = {**hub.wait_states(one, ids1, timeout=240), **hub.wait_states(four, ids4, timeout=240)}

@@ -18,12 +18,13 @@ import redis
 
 from pipeline.acd import fec
 from pipeline.acd.errors import FecUnavailable
-from pipeline.acd.fec import FiscalYear, entries_by_ack, fec_year, parse_fec, parse_fiscal_years
+from pipeline.acd.fec import FecYears, FiscalYear, entries_by_ack, fec_year, fec_years, parse_fec, parse_fiscal_years
 from pipeline.config import reset_settings
 from pipeline.errors import Deferred
 from pipeline.samples import sample_entry, sample_event
 from pipeline.store import Store, record_id
 
+Y2026 = FecYears((2026,))
 HEADER = (
     "JournalCode\tJournalLib\tEcritureNum\tEcritureDate\tCompteNum\tCompteLib\tCompAuxNum\tCompAuxLib\tPieceRef\t"
     "PieceDate\tEcritureLib\tDebit\tCredit\tEcritureLet\tDateLet\tValidDate\tMontantdevise\tIdevise"
@@ -169,11 +170,14 @@ def _record(store: Store, ack: str) -> str:
     return rid
 
 
-def _settle(store: Store, rid: str, ack: str, since: float, acd: Acd, deadline: float = 10.0) -> list[str]:
+def _settle(
+    store: Store, rid: str, ack: str, since: float, acd: Acd, deadline: float = 10.0, where: FecYears | None = None
+) -> list[str]:
+    where = where or Y2026
     end = time.monotonic() + deadline
     while True:
         try:
-            return fec.lookup(store, "scope1", rid, ack, 2026, since, acd.fetch)
+            return fec.lookup(store, "scope1", rid, ack, where, since, acd.fetch)
         except Deferred as exc:
             assert time.monotonic() < end, "never settled"
             time.sleep(min(exc.retry_after or 0.1, 0.5))
@@ -189,7 +193,7 @@ def test_entries_waiting_in_one_dossier_share_one_fec_read(store):
     # every entry asks once (all register, none can be read yet), then they all settle
     for rid, a in zip(rids, acks, strict=True):
         with contextlib.suppress(Deferred):
-            fec.lookup(store, "scope1", rid, a, 2026, since, acd.fetch)
+            fec.lookup(store, "scope1", rid, a, Y2026, since, acd.fetch)
     results = [_settle(store, rid, a, since, acd) for rid, a in zip(rids, acks, strict=True)]
     assert results == [[str(n + 1)] for n in range(20)]
     assert len(acd.fetches) == 1
@@ -200,7 +204,7 @@ def test_a_fec_read_before_the_entry_could_be_in_it_is_not_conclusive(store):
     rid = _record(store, "LATE")
     since = time.time() + 0.6  # the entry reaches the FEC only then
     with pytest.raises(Deferred):
-        fec.lookup(store, "scope1", rid, "LATE", 2026, since, acd.fetch)
+        fec.lookup(store, "scope1", rid, "LATE", Y2026, since, acd.fetch)
     assert acd.fetches == []
     assert _settle(store, rid, "LATE", since, acd) == []  # absent, from a read started after `since`
     (checked,) = [fec.outcome(store, rid).checked_at]
@@ -216,7 +220,7 @@ def test_fetches_respect_the_minimum_interval_and_one_in_flight(store):
     acd.post("BBBB")
     later = time.time()
     with pytest.raises(Deferred) as info:
-        fec.lookup(store, "scope1", b, "BBBB", 2026, later, acd.fetch)
+        fec.lookup(store, "scope1", b, "BBBB", Y2026, later, acd.fetch)
     assert "next read" in info.value.message
     # two workers ask at once once it is due (a read that took 0.4 s spaces the next by 3 x 0.4 s, above the
     # 0.5 s minimum): one reads, the other is deferred, both get the answer
@@ -225,7 +229,7 @@ def test_fetches_respect_the_minimum_interval_and_one_in_flight(store):
 
     def ask() -> None:
         try:
-            outcomes.append(fec.lookup(store, "scope1", b, "BBBB", 2026, later, acd.fetch))
+            outcomes.append(fec.lookup(store, "scope1", b, "BBBB", Y2026, later, acd.fetch))
         except Deferred as exc:
             outcomes.append(exc)
 
@@ -257,22 +261,61 @@ def test_a_year_without_fec_is_an_error_and_the_next_look_reads_again(store):
     rid = _record(store, "NOPE")
     since = time.time()
     with pytest.raises(FecUnavailable):
-        fec.lookup(store, "scope1", rid, "NOPE", 2026, since, no_fec)
+        fec.lookup(store, "scope1", rid, "NOPE", Y2026, since, no_fec)
     assert calls == [2026]
     # the failed read is not taken for an answer: the next look waits for a new read, which is tried
     with pytest.raises(Deferred):
-        fec.lookup(store, "scope1", rid, "NOPE", 2026, since, no_fec)
+        fec.lookup(store, "scope1", rid, "NOPE", Y2026, since, no_fec)
     time.sleep(0.6)
     with pytest.raises(FecUnavailable):
-        fec.lookup(store, "scope1", rid, "NOPE", 2026, since, no_fec)
+        fec.lookup(store, "scope1", rid, "NOPE", Y2026, since, no_fec)
     assert calls == [2026, 2026]
 
 
 def test_an_outcome_is_never_written_into_a_record_that_is_gone(store):
     acd = Acd()
     rid = _record(store, "GONE")
-    fec.register(store, "scope1", rid, "GONE", 2026, time.time() - 1)
+    fec.register(store, "scope1", rid, "GONE", Y2026, time.time() - 1)
     store.r.delete(f"hubsync:rec:{{{rid}}}")
     fec.fetch_round(store, "scope1", acd.fetch)
     assert store.r.exists(f"hubsync:rec:{{{rid}}}") == 0
     assert fec.waiting(store, "scope1") == 0
+
+
+def test_without_known_fiscal_years_every_year_the_entry_could_end_in_is_read():
+    assert fec_years(date(2026, 11, 19), None) == FecYears((2026, 2027, 2028), guessed=True)
+    assert fec_years(date(2026, 11, 19), [FiscalYear(date(2026, 4, 1), date(2027, 3, 31))]) == FecYears((2027,))
+
+
+def test_a_guessed_year_without_fec_is_no_answer_but_absence_needs_every_year_read(store):
+    rows_2027 = [row(1, "Found (#HERE#)")]
+
+    def fetch(year: int) -> str:
+        if year == 2027:
+            return "\r\n".join([HEADER, *rows_2027]) + "\r\n"
+        raise FecUnavailable(f"no fiscal year ends in {year}")
+
+    guess = fec_years(date(2026, 11, 19), None)
+    here, absent = _record(store, "HERE"), _record(store, "ABSE")
+    since = time.time()
+    assert fec.lookup(store, "scope1", here, "HERE", guess, since, fetch) == ["1"]
+    # the entry absent from the one FEC there is: absent, since no other year has a FEC at all
+    for _ in range(40):
+        try:
+            assert fec.lookup(store, "scope1", absent, "ABSE", guess, since, fetch) == []
+            break
+        except Deferred:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the absent entry never settled")
+    calls: list[int] = []
+
+    def nothing(year: int) -> str:
+        calls.append(year)
+        raise FecUnavailable(f"no fiscal year ends in {year}")
+
+    lonely = _record(store, "LONE")
+    time.sleep(0.6)
+    with pytest.raises(FecUnavailable):
+        fec.lookup(store, "scope1", lonely, "LONE", guess, time.time(), nothing)
+    assert calls == [2026, 2027, 2028]  # never "absent" without a single FEC read
