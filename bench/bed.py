@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -106,6 +107,8 @@ class Bed:
         self.logs: list[Path] = []
         self.client_files: dict[str, tuple[str, str]] = {}
         self._app: Any = None
+        self._stopping = threading.Event()
+        self.resumed = 0
 
     # -- parts ------------------------------------------------------------------------------------
 
@@ -124,6 +127,28 @@ class Bed:
             started.append((proc, log))
         wait_ready(started)
         return [proc for proc, _ in started]
+
+    def resume_stalled(self, older_than: float) -> int:
+        """Run the stalled-chain sweep once (``hubsync resume-stalled``), publishing on this bed's Redis."""
+        from pipeline.acd.stalled import resume_stalled
+        from tasks.chains import enqueue
+
+        app = self.publisher()
+        found = resume_stalled(self.store, lambda p, r, g, s: enqueue(p, r, g, s, app), older_than)
+        self.resumed += len(found)
+        return len(found)
+
+    def start_sweeper(self, every: float = 10.0, older_than: float = 30.0) -> None:
+        """Sweep for stalled chains every ``every`` seconds, as a deployment's scheduler does, until ``stop``."""
+
+        def sweep() -> None:
+            while not self._stopping.wait(every):
+                try:
+                    self.resume_stalled(older_than)
+                except Exception:  # noqa: BLE001 - Redis may be away (a scenario stops it): try again later
+                    continue
+
+        threading.Thread(target=sweep, name="stalled-sweeper", daemon=True).start()
 
     def kill_worker(self, index: int = 0) -> None:
         """SIGKILL one worker: no warm shutdown, its unacked messages stay in Redis."""
@@ -241,6 +266,18 @@ class Bed:
                 pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "state")
         return sum(1 for state in pipe.execute() if state in ("confirmed", "dead"))
 
+    def posted(self, batch: Batch) -> int:
+        """How many of the batch's entries ACD has taken (posted, confirmed or not)."""
+        pipe = self.store.r.pipeline(transaction=False)
+        for cf, ids in batch.entries.items():
+            for entry_id in ids:
+                pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "posted_at")
+        return sum(1 for at in pipe.execute() if at)
+
+    def wait_posted(self, batch: Batch, at_least: int, timeout: float) -> None:
+        """Wait until ``at_least`` of the batch's entries are posted (confirmations come in batches, later)."""
+        self.wait(lambda: self.posted(batch) >= at_least, timeout, f"{at_least} entries posted")
+
     def wait_settled(self, batch: Batch, timeout: float, at_least: int | None = None) -> None:
         """Wait until every entry (or ``at_least`` of them) is confirmed or dead."""
         target = batch.count if at_least is None else at_least
@@ -322,6 +359,7 @@ class Bed:
             "duplicates": duplicates,
             "lost": len(lost),
             "wrong_dossier": len(wrong),
+            "resumed": self.resumed,
             "dead_lettered": len(dead),
             "expected_dead": len(batch.expected_dead),
             "unexpected_dead": unexpected_dead,
@@ -335,6 +373,7 @@ class Bed:
         line = (
             f"{scenario:<34} entries {batch.count:>4}  landed {landed:>4}  lost {len(lost)}  duplicates {duplicates}  "
             f"wrong dossier {len(wrong)}  dead-lettered {len(dead)} (expected {len(batch.expected_dead)})"
+            + (f"  resumed {self.resumed}" if self.resumed else "")
         )
         if self.report is not None:
             self.report(line)
@@ -352,6 +391,7 @@ class Bed:
 
     def stop(self) -> None:
         """Stop the workers, the sandboxes and Redis (each of them, whatever fails on the way)."""
+        self._stopping.set()
         try:
             for proc in self.workers:
                 if proc.poll() is None:

@@ -621,6 +621,31 @@ def _provider_id_text(item: dict[str, Any]) -> str:
     return "ACD EcritureNum: -"
 
 
+@main.command("resume-stalled")
+@click.option(
+    "--older-than", type=float, default=None, help="Seconds without any progress (default: 2 x visibility timeout)."
+)
+@click.option("--dry-run", is_flag=True, help="Only list them.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def resume_stalled_cmd(older_than: float | None, dry_run: bool, as_json: bool) -> None:
+    """Start again the ACD chains nothing moves any more (their broker message was lost): safe to run any time,
+    every step does only what its record says is left."""
+    from pipeline.acd.stalled import default_older_than, find_stalled, resume_stalled
+    from tasks.chains import enqueue
+
+    store = _store()
+    if dry_run:
+        found = find_stalled(store, default_older_than() if older_than is None else older_than)
+    else:
+        found = resume_stalled(store, enqueue, older_than)
+    if as_json:
+        emit_json({"resumed": not dry_run, "records": [f.to_dict() for f in found]})
+        return
+    for f in found:
+        click.echo(f"{f.record_id}: {f.state} at {f.step}, nothing moved it for {f.idle_seconds:.0f}s")
+    click.echo(f"{len(found)} stalled chain(s) {'found' if dry_run else 'resumed'}")
+
+
 @main.command("reconcile")
 @click.option("--client-file", default=None, help="Only this client file (default: every connection).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from pipeline import runtime
-from pipeline.acd import reference, steps
+from pipeline.acd import reference, stalled, steps
 from tasks import app
-from tasks.chains import ACD_TASKS, run_chain_step
+from tasks.chains import ACD_TASKS, enqueue, run_chain_step
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +58,15 @@ def refresh_reference(client_file_id: str | None = None) -> list[dict[str, Any]]
         if not outcome.ok:
             log.warning("reference refresh of %s failed: %s", outcome.client_file_id, outcome.message)
     return [o.to_dict() for o in outcomes]
+
+
+RESUME_STALLED_TASK = "hubsync.acd.resume_stalled"
+
+
+@app.task(name=RESUME_STALLED_TASK, ignore_result=True)
+def resume_stalled(older_than: float | None = None) -> int:
+    """Start again the chains whose message is gone (meant for a scheduler, every few minutes)."""
+    found = stalled.resume_stalled(runtime.store(), enqueue, older_than)
+    for item in found:
+        log.warning("resumed %s at %s: nothing moved it for %.0fs", item.record_id, item.step, item.idle_seconds)
+    return len(found)

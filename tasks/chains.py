@@ -49,8 +49,12 @@ def step_priority(index: int) -> int:
     return max(0, 9 - 3 * index)
 
 
-def signatures(provider: str, record_id: str, generation: int, from_step: str) -> list[Signature]:
-    """The remaining steps of a chain, as immutable signatures carrying only the record id and generation."""
+def signatures(
+    provider: str, record_id: str, generation: int, from_step: str, celery_app: Any = None
+) -> list[Signature]:
+    """The remaining steps of a chain, as immutable signatures carrying only the record id and generation
+    (``celery_app``: another app to publish through, e.g. one bound to a test bed's broker)."""
+    on = celery_app or app
     tasks = CHAINS[provider]
     names = list(tasks)
     if from_step not in tasks:
@@ -58,22 +62,20 @@ def signatures(provider: str, record_id: str, generation: int, from_step: str) -
     sigs = []
     for step in names[names.index(from_step) :]:
         priority = step_priority(names.index(step))
-        sig = app.signature(
-            tasks[step], args=(record_id, generation), immutable=True, queue=provider, priority=priority
-        )
+        sig = on.signature(tasks[step], args=(record_id, generation), immutable=True, queue=provider, priority=priority)
         if provider == "acd" and step == "confirm":
             sig = sig.set(countdown=settings().acd_index_lag_seconds + 0.2)
         sigs.append(sig)
     return sigs
 
 
-def enqueue(provider: str, record_id: str, generation: int, from_step: str) -> None:
+def enqueue(provider: str, record_id: str, generation: int, from_step: str, celery_app: Any = None) -> None:
     """Start (or resume) a record's chain at ``from_step``."""
-    sigs = signatures(provider, record_id, generation, from_step)
+    sigs = signatures(provider, record_id, generation, from_step, celery_app)
     if len(sigs) == 1:
         sigs[0].apply_async()
     else:
-        chain(*sigs).apply_async()
+        chain(*sigs).apply_async()  # published through the app its first signature is bound to
 
 
 class DeadLettered(Exception):

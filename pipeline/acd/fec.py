@@ -45,7 +45,7 @@ from pipeline.store import LockBusy, P, Store, now
 
 ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
 REQUIRED_COLUMNS = ("ecriturenum", "ecriturelib")
-LOCK_YEARS = 4
+LOCK_MARGIN_SECONDS = 30.0
 LOAD_FACTOR = 3.0
 """Fetches are at least this many times the last one's duration apart: a dossier whose FEC takes ACD long to
 build is asked for it less often (the server spends at most a quarter of its time on it for the hub)."""
@@ -311,8 +311,13 @@ def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
     found: dict[str, list[str]] = {}
     read: set[int] = set()
     failed: dict[int, str] = {}
+    lock_ms = int((settings().acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
     try:
-        for year in years:
+        for n, year in enumerate(years):
+            if n:
+                # each year's read gets the whole timeout: a worker that dies holding the lock stalls the dossier's
+                # confirmations for one read's timeout at most
+                store.r.pexpire(f"{P}:lock:fec:{scope}", lock_ms)
             try:
                 text = fetch(year)
             except FecUnavailable as exc:
@@ -407,7 +412,7 @@ def lookup(
             _why_wait(current, conclusive_from, last, due), retry_after=_wake_at(store, scope, meta, due) - current
         )
     try:
-        with store.lock(f"fec:{scope}", ttl_seconds=s.acd_fec_timeout_seconds * LOCK_YEARS + 30):
+        with store.lock(f"fec:{scope}", ttl_seconds=s.acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS):
             meta = store.r.hgetall(_meta(scope))
             if now() >= float(meta.get("started_at") or 0.0) + _interval(meta):
                 fetch_round(store, scope, fetch)

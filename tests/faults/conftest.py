@@ -76,6 +76,8 @@ def make_bed(tmp_path: Path) -> Iterator[Callable[..., Bed]]:
         )
         beds.append(bed)
         bed.connect_firms(targets)
+        # as deployed: a scheduler restarts every 10 s the chains whose broker message was lost
+        bed.start_sweeper(every=10.0, older_than=30.0)
         if workers:
             bed.start_workers(workers, CONCURRENCY)
         return bed

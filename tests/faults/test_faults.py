@@ -35,9 +35,9 @@ def test_worker_killed_mid_chain_loses_nothing_and_posts_nothing_twice(make_bed)
     # (half the posts take a second, so the kill catches calls in flight, not only queued messages)
     bed.sandbox.acd.set_fault(None, Fault(mode="slow", route="compta/ecriture", delay_seconds=1.0, probability=0.5))
     batch = bed.make_batch(ENTRIES, "kill", bad=BAD)
-    # when one of them is SIGKILLed while the batch is a quarter done
+    # when one of them is SIGKILLed once a quarter of the batch is posted
     bed.emit(batch)
-    bed.wait_settled(batch, 120, at_least=batch.count // 4)
+    bed.wait_posted(batch, batch.count // 4, 120)
     bed.kill_worker(0)
     killed_at = time.monotonic()
     # then the others finish every chain, the killed worker's messages included
@@ -81,7 +81,7 @@ def test_redis_restarted_mid_run_loses_nothing(make_bed) -> None:
     bed: Bed = make_bed(visibility_seconds=10)
     batch = bed.make_batch(ENTRIES, "redis", bad=BAD)
     bed.emit(batch)
-    bed.wait_settled(batch, 120, at_least=batch.count // 4)
+    bed.wait_posted(batch, batch.count // 4, 120)
     # when Redis stops and starts again on the same port and directory
     done_before = bed.settled(batch)
     bed.redis.stop()
@@ -218,7 +218,7 @@ def test_server_restarts_mid_run_cost_one_login_per_dossier_and_lose_nothing(mak
     # when every firm's server restarts twice (every token and session gone), a quarter and half-way through
     logins = []
     for share in (4, 2):
-        bed.wait_settled(batch, 120, at_least=batch.count // share)
+        bed.wait_posted(batch, batch.count // share, 120)
         before = bed.acd_counts()["logins"]
         bed.sandbox.acd.restart()
         logins.append(before)

@@ -114,3 +114,26 @@ def test_poisoned_ingest_message_keeps_its_event_as_a_dead_letter(store: Store) 
     assert poisoned(store, task_id, 0, None, "ingest_event", event, limit=1) is True
     kept = [d for d in store.dead_letters("ingest") if isinstance(d.event, dict) and d.event == event]
     assert len(kept) == 1 and kept[0].error_class == "RedeliveryLimitReached"
+
+
+def test_a_chain_nothing_moves_any_more_is_started_again_at_its_step(store: Store) -> None:
+    from pipeline.acd.stalled import find_stalled, resume_stalled
+
+    cf, scope = f"cf_stall_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:16]
+    old = now() - 120
+    lost, _ = _record(store, cf, scope, 1, state="received", step="fetch", updated_at=old)
+    waiting, _ = _record(store, cf, scope, 2, state="waiting_retry", step="post", next_retry_at=now() + 5)
+    fresh, _ = _record(store, cf, scope, 3, state="posted", step="post")
+    done, _ = _record(store, cf, scope, 4, state="confirmed", step="confirm")
+    # store.update stamps updated_at: set the old stamps behind its back
+    for entry_id in (lost, waiting, done):
+        store.r.hset(f"hubsync:rec:{{{record_id('acd', cf, entry_id)}}}", "updated_at", old)
+    mine = [s for s in find_stalled(store, older_than=60) if s.record_id.split(":")[1] == cf]
+    assert [(s.record_id, s.step) for s in mine] == [(record_id("acd", cf, lost), "fetch")]
+    enqueued: list[tuple[str, str, int, str]] = []
+    resumed = resume_stalled(store, lambda *args: enqueued.append(args), older_than=60)
+    assert ("acd", record_id("acd", cf, lost), 0, "fetch") in enqueued
+    assert record_id("acd", cf, fresh) not in {r.record_id for r in resumed}
+    assert store.attempts(record_id("acd", cf, lost))[-1]["outcome"] == "resumed"
+    # once resumed it is not taken again at the next sweep
+    assert record_id("acd", cf, lost) not in {s.record_id for s in find_stalled(store, older_than=60)}
