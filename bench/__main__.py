@@ -640,7 +640,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--token-rate", type=float, default=10.0, help="entries per second in it (default 10)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="where bench.json and bench.png go")
-    p.add_argument("--quick", action="store_true", help="small numbers, to check the bench itself (about a minute)")
+    p.add_argument(
+        "--quick", action="store_true", help="small numbers, to check the bench itself (about three minutes)"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.entries, args.raw_chains, args.steady_seconds = 1, 150, 400, 8.0
