@@ -712,19 +712,18 @@ class AcdSandbox:
 
     def session_opens(self, firm: str, dossier: str | None = None) -> int:
         """How many dossier sessions were opened on the firm's server (on one dossier, or on any)."""
-        state = self._firm(firm)
-        with state.lock:
-            if dossier is not None:
-                return self._dossier_state(firm, dossier)[1].session_opens
-            return sum(ds.session_opens for ds in state.dossiers.values())
+        return self._count(firm, dossier, lambda ds: ds.session_opens)
 
     def fec_requests(self, firm: str, dossier: str | None = None) -> int:
         """How many FEC requests reached a dossier of the firm (one dossier, or any), refused ones included."""
+        return self._count(firm, dossier, lambda ds: ds.fec_requests)
+
+    def _count(self, firm: str, dossier: str | None, counter: Callable[[_DossierState], int]) -> int:
         state = self._firm(firm)
         with state.lock:
             if dossier is not None:
-                return self._dossier_state(firm, dossier)[1].fec_requests
-            return sum(ds.fec_requests for ds in state.dossiers.values())
+                return counter(self._dossier_state(firm, dossier)[1])
+            return sum(counter(ds) for ds in state.dossiers.values())
 
     def set_password(self, firm: str, api_code: str, password: str) -> None:
         """Change (or create) an API access's password, as a firm does in ACD; live tokens stay valid."""

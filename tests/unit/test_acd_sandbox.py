@@ -131,12 +131,18 @@ def is_json(response: httpx.Response) -> bool:
     return True
 
 
-def wait_until_taken(acd, firm: str = "dupont") -> None:
-    """Wait until the server has taken the request its one-shot fault was waiting for (it is in flight)."""
+def post_in_flight(acd, api: httpx.Client) -> tuple[threading.Thread, list[httpx.Response]]:
+    """Start posting an entry that the dupont server holds for 2 s before it commits; return once the server
+    has it (its one-shot slow fault is used up), with the thread and the list its answer will go to."""
+    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=2.0, count=1))
+    answers: list[httpx.Response] = []
+    posting = threading.Thread(target=lambda: answers.append(api.post("/compta/ecriture", json=entry())))
+    posting.start()
     deadline = time.monotonic() + 30
-    while acd.faults(firm) and time.monotonic() < deadline:
+    while acd.faults("dupont") and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert acd.faults(firm) == [], "the request never reached the server"
+    assert acd.faults("dupont") == [], "the post never reached the server"
+    return posting, answers
 
 
 def fec_rows(response: httpx.Response) -> list[list[str]]:
@@ -474,12 +480,7 @@ def test_a_token_switched_to_another_dossier_posts_into_the_last_opened_one(api,
 
 
 def test_a_post_in_flight_when_its_token_switches_lands_in_the_new_dossier(server, acd, api):
-    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=2.0, count=1))
-    answers: list[httpx.Response] = []
-    posting = threading.Thread(target=lambda: answers.append(api.post("/compta/ecriture", json=entry())))
-
-    posting.start()
-    wait_until_taken(acd)
+    posting, answers = post_in_flight(acd, api)
     with client_for(server) as other:
         other.headers["UUID"] = api.headers["UUID"]
         other.post("/sessions/dossier/DUPONT04")
@@ -1160,12 +1161,7 @@ def test_a_restart_drops_every_token_and_session_of_that_firm_only(server, acd, 
 
 
 def test_a_post_in_flight_during_a_restart_is_not_stored(server, acd, api):
-    acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=2.0, count=1))
-    answers: list[httpx.Response] = []
-    posting = threading.Thread(target=lambda: answers.append(api.post("/compta/ecriture", json=entry())))
-
-    posting.start()
-    wait_until_taken(acd)
+    posting, answers = post_in_flight(acd, api)
     acd.restart("dupont")
     posting.join()
 
