@@ -1,8 +1,11 @@
 """A private world to run the pipeline in: its own Redis, the sandboxes, real ``hubsync worker`` processes.
 
 The fault suite (``tests/faults``) builds one per scenario; the benchmark (``python -m bench``) builds one
-per measurement. Entries go to three firms (dupont, martin, leroy), one client file each, and can be
-reconciled, entry by entry, against what the ACD sandbox holds.
+per measurement. Entries go to client files connected to ACD dossiers (by default three firms, dupont, martin
+and leroy, one dossier each; a scenario may connect several dossiers of one firm under its one API code) and
+are reconciled, entry by entry, against what the ACD sandbox holds in EVERY dossier: an entry is identified by
+its exact lines (accounts, labels with their ACK code, amounts), so one posted into another client's dossier
+is counted as such, never as landed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_e
 from pipeline.store import Store
 
 FIRMS = {"dupont": "DUPONT01", "martin": "MARTIN01", "leroy": "LEROY01"}
+TARGETS: tuple[tuple[str, str], ...] = tuple(FIRMS.items())
 KINDS = ("purchase", "sale", "expense_report", "bank_transaction")
 INGEST_TASK = "hubsync.ingest_event"
 
@@ -86,6 +91,10 @@ class Bed:
             "HUBSYNC_CONFIRM_WINDOW_SECONDS": "120",
             "HUBSYNC_HTTP_TIMEOUT_SECONDS": "5",
             "HUBSYNC_CONNECT_TIMEOUT_SECONDS": "2",
+            # a chain whose message was lost (pipeline.resume) goes on 30 s after it was due, not 75 minutes
+            "HUBSYNC_STALL_SECONDS": "30",
+            "HUBSYNC_RESUME_INTERVAL_SECONDS": "5",
+            "HUBSYNC_ACD_FEC_TIMEOUT_SECONDS": "30",
             **(env or {}),
         }
         if visibility_seconds is not None:
@@ -94,9 +103,7 @@ class Bed:
                     "HUBSYNC_VISIBILITY_TIMEOUT_SECONDS": str(visibility_seconds),
                     "HUBSYNC_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
                     "HUBSYNC_UNACKED_RESTORE_THROTTLE": "1",
-                    # a chain whose message Redis lost resumes 20 s after it was due (pipeline.resume)
-                    "HUBSYNC_STALL_SECONDS": str(visibility_seconds * 2),
-                    "HUBSYNC_RESUME_INTERVAL_SECONDS": "2",
+                    "HUBSYNC_STALL_SECONDS": str(max(20.0, visibility_seconds * 2)),
                 }
             )
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -122,41 +129,50 @@ class Bed:
         wait_ready(started)
         return [proc for proc, _ in started]
 
+    @property
+    def resumed(self) -> int:
+        """Chains the workers published again because nothing moved them (``pipeline.resume``), from their logs."""
+        return sum(log.read_text(errors="replace").count("its chain is published again") for log in self.logs)
+
     def kill_worker(self, index: int = 0) -> None:
         """SIGKILL one worker: no warm shutdown, its unacked messages stay in Redis."""
         proc = self.workers[index]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
-    def connect_firms(self) -> None:
-        """One client file per firm, connected to its first dossier."""
+    def connect_firms(self, targets: tuple[tuple[str, str], ...] = TARGETS) -> None:
+        """One client file per (firm, dossier), connected from the firm's browser address (API discovery)."""
         from pipeline.acd.connect import connect
-        from pipeline.acd.sandbox import demo_acd_firms
         from pipeline.secrets import Secret
 
-        for firm in demo_acd_firms():
-            if firm.name not in FIRMS:
-                continue
-            cf = f"cf_{firm.name}_{self.run}"
-            password = firm.api_users["QONTO"]
+        seeds = self.sandbox.acd.firms
+        for firm, dossier in targets:
+            seed = seeds[firm]
+            cf = f"cf_{firm}_{dossier.lower()}_{self.run}"
             connect(
-                self.store, cf, self.sandbox.acd_url(firm.name), firm.cnx, "QONTO", FIRMS[firm.name], Secret(password)
+                self.store, cf, self.sandbox.acd_url(firm), seed.cnx, "QONTO", dossier, Secret(seed.api_users["QONTO"])
             )
-            self.client_files[cf] = (firm.name, FIRMS[firm.name])
+            self.client_files[cf] = (firm, dossier)
 
-    def cf_of(self, firm: str) -> str:
-        """The client file connected to ``firm``."""
-        return next(cf for cf, (f, _) in self.client_files.items() if f == firm)
+    def cf_of(self, firm: str, dossier: str | None = None) -> str:
+        """The (first) client file connected to ``firm`` (or to its ``dossier``)."""
+        return next(cf for cf, (f, d) in self.client_files.items() if f == firm and dossier in (None, d))
 
     # -- events -----------------------------------------------------------------------------------
 
     def make_batch(
-        self, count: int, tag: str, firms: tuple[str, ...] = tuple(FIRMS), bad: int = 0, documents_every: int = 5
+        self,
+        count: int,
+        tag: str,
+        firms: tuple[str, ...] | None = None,
+        bad: int = 0,
+        documents_every: int = 5,
     ) -> Batch:
-        """``count`` valid entries spread over ``firms`` (every ``documents_every``-th with a PDF), plus ``bad``
-        entries per run that deserve a dead letter (an account the dossier does not have)."""
+        """``count`` valid entries spread over the client files of ``firms`` (all by default; every
+        ``documents_every``-th with a PDF), plus ``bad`` entries that deserve a dead letter (an account the
+        dossier does not have)."""
         batch = Batch()
-        files = [self.cf_of(f) for f in firms]
+        files = [cf for cf, (f, _) in self.client_files.items() if firms is None or f in firms]
         for n in range(count):
             cf = files[n % len(files)]
             kind = KINDS[n % len(KINDS)]
@@ -234,6 +250,18 @@ class Bed:
                 pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "state")
         return sum(1 for state in pipe.execute() if state in ("confirmed", "dead"))
 
+    def posted(self, batch: Batch) -> int:
+        """How many of the batch's entries ACD has taken (posted, confirmed or not)."""
+        pipe = self.store.r.pipeline(transaction=False)
+        for cf, ids in batch.entries.items():
+            for entry_id in ids:
+                pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "posted_at")
+        return sum(1 for at in pipe.execute() if at)
+
+    def wait_posted(self, batch: Batch, at_least: int, timeout: float) -> None:
+        """Wait until ``at_least`` of the batch's entries are posted (confirmations come in batches, later)."""
+        self.wait(lambda: self.posted(batch) >= at_least, timeout, f"{at_least} entries posted")
+
     def wait_settled(self, batch: Batch, timeout: float, at_least: int | None = None) -> None:
         """Wait until every entry (or ``at_least`` of them) is confirmed or dead."""
         target = batch.count if at_least is None else at_least
@@ -266,53 +294,84 @@ class Bed:
 
     # -- the end ----------------------------------------------------------------------------------
 
-    def reconcile(self, scenario: str, batch: Batch) -> dict[str, Any]:
-        """Compare what was emitted with what ACD holds, entry by entry; print and keep one line."""
-        from pipeline.reconcile import reconcile_acd
-
-        reports = {cf: reconcile_acd(self.store, cf) for cf in self.client_files}
-        in_acd: Counter[str] = Counter()
-        for firm, dossier in set(self.client_files.values()):
-            for stored in self.sandbox.acd.entries(firm, dossier):
-                tags = {str(line.get("Libelle", ""))[-8:] for line in stored.get("LignesEcriture", [])}
-                for tag in tags:
-                    in_acd[tag] += 1
-        landed, lost, dead, unexpected_dead = 0, [], [], []
+    def placements(self, batch: Batch) -> dict[str, list[tuple[str, str]]]:
+        """Every dossier of every sandboxed firm that holds each of the batch's entries (by its exact lines)."""
+        sigs: dict[tuple[Any, ...], str] = {}
         for cf, ids in batch.entries.items():
             for entry_id in ids:
                 rec = self.record(cf, entry_id)
-                copies = in_acd.get(f"(#{rec.ack}#)", 0) if rec is not None and rec.ack else 0
-                if rec is not None and rec.state == "confirmed" and copies >= 1:
+                if rec is not None and rec.payload:
+                    sigs[signature(rec.payload["LignesEcriture"])] = rec.id
+        found: dict[str, list[tuple[str, str]]] = {}
+        for firm, seed in self.sandbox.acd.firms.items():
+            for dossier in seed.dossiers:
+                for stored in self.sandbox.acd.entries(firm, dossier):
+                    rid = sigs.get(signature(stored.get("LignesEcriture", [])))
+                    if rid is not None:
+                        found.setdefault(rid, []).append((firm, dossier))
+        return found
+
+    def reconcile(self, scenario: str, batch: Batch) -> dict[str, Any]:
+        """Compare what was emitted with what ACD holds, entry by entry and dossier by dossier; print one line."""
+        from pipeline.reconcile import reconcile_acd
+
+        reports = {cf: reconcile_acd(self.store, cf) for cf in self.client_files}
+        where = self.placements(batch)
+        landed, lost, dead, unexpected_dead, wrong, duplicates = 0, [], [], [], [], 0
+        for cf, ids in batch.entries.items():
+            home = self.client_files[cf]
+            for entry_id in ids:
+                rec = self.record(cf, entry_id)
+                places = where.get(rec.id, []) if rec is not None else []
+                elsewhere = [p for p in places if p != home]
+                copies = len(places) - len(elsewhere)
+                if elsewhere:
+                    wrong.append((entry_id, home, elsewhere))
+                duplicates += max(0, copies - 1)
+                if rec is not None and rec.state == "confirmed" and copies >= 1 and not elsewhere:
                     landed += 1
-                elif rec is not None and rec.state == "dead" and copies == 0:
+                elif rec is not None and rec.state == "dead" and not places:
                     dead.append(entry_id)
                     if entry_id not in batch.expected_dead:
                         unexpected_dead.append((entry_id, rec.step, (rec.last_error or {}).get("error_class")))
-                else:
+                elif not elsewhere:
                     lost.append((entry_id, rec.state if rec else None, copies))
-        duplicates = sum(n - 1 for n in in_acd.values() if n > 1)
         result = {
             "scenario": scenario,
             "emitted": batch.count,
             "landed": landed,
             "duplicates": duplicates,
             "lost": len(lost),
+            "wrong_dossier": len(wrong),
+            "resumed": self.resumed,
             "dead_lettered": len(dead),
             "expected_dead": len(batch.expected_dead),
             "unexpected_dead": unexpected_dead,
             "lost_entries": lost[:20],
+            "wrong_entries": wrong[:20],
             "reconcile_missing": sum(len(r.missing) for r in reports.values()),
             "reconcile_duplicated": sum(len(r.duplicated) for r in reports.values()),
             "reconcile_unknown": sum(len(r.unknown) for r in reports.values()),
             "reconcile_errors": [r.error for r in reports.values() if r.error],
         }
         line = (
-            f"{scenario:<28} emitted {batch.count:>4}  landed {landed:>4}  duplicates {duplicates}  "
-            f"lost {len(lost)}  dead-lettered {len(dead)} (expected {len(batch.expected_dead)})"
+            f"{scenario:<34} entries {batch.count:>4}  landed {landed:>4}  lost {len(lost)}  duplicates {duplicates}  "
+            f"wrong dossier {len(wrong)}  dead-lettered {len(dead)} (expected {len(batch.expected_dead)})"
+            + (f"  resumed {self.resumed}" if self.resumed else "")
         )
         if self.report is not None:
             self.report(line)
         return result
+
+    def acd_counts(self) -> dict[str, int]:
+        """What the ACD sandbox counted over every firm: logins, sessions opened, FEC requests."""
+        acd = self.sandbox.acd
+        firms = sorted({firm for firm, _ in self.client_files.values()})
+        return {
+            "logins": sum(acd.logins(f) for f in firms),
+            "session_opens": sum(acd.session_opens(f) for f in firms),
+            "fec_requests": sum(acd.fec_requests(f) for f in firms),
+        }
 
     def stop(self) -> None:
         """Stop the workers, the sandboxes and Redis (each of them, whatever fails on the way)."""
@@ -334,6 +393,14 @@ class Bed:
                 self.store.r.close()
             finally:
                 self.redis.stop()
+
+
+def signature(lines: list[dict[str, Any]]) -> tuple[tuple[str, str, Decimal, Decimal], ...]:
+    """What identifies a posted entry in ACD: each line's account, label (ACK code included) and amounts."""
+    return tuple(
+        (str(x.get("Compte")), str(x.get("Libelle")), Decimal(str(x.get("Debit"))), Decimal(str(x.get("Credit"))))
+        for x in lines
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -109,7 +109,11 @@ def _read_secret(env_name: str, from_stdin: bool, what: str) -> str:
 
 @connect.command("acd")
 @click.option("--client-file", "client_file", default=None, help="The hub's client file id (e.g. cf_dupont).")
-@click.option("--url", required=True, help="The i-Suite URL, e.g. https://cabinet-dupont.fr/iSuiteExpert.")
+@click.option(
+    "--url",
+    required=True,
+    help="The i-Suite address in the browser (e.g. https://cabinet.fr/iSuiteExpert) or the API's.",
+)
 @click.option("--cnx", required=True, help="The CNX code (CNX or CNX followed by a number).")
 @click.option("--api-code", required=True, help="The API access code created in ACD (e.g. QONTO).")
 @click.option("--dossier", default=None, help="The ACD dossier code (e.g. DUPONT01).")
@@ -121,7 +125,13 @@ def _read_secret(env_name: str, from_stdin: bool, what: str) -> str:
 @click.option(
     "--client-file-prefix", default="cf_", show_default=True, help="With --all-dossiers: client file id prefix."
 )
-@click.option("--ged-folder", type=int, default=0, show_default=True, help="GED folder id for documents (0: root).")
+@click.option(
+    "--ged-folder",
+    type=int,
+    default=0,
+    show_default=True,
+    help="GED folder id for documents of journals without a filing plan (0: the root).",
+)
 @click.option("--password-stdin", is_flag=True, help="Read the API password from standard input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def connect_acd(
@@ -138,9 +148,11 @@ def connect_acd(
 ) -> None:
     """Store an ACD connection for a client file (password from HUBSYNC_ACD_PASSWORD or --password-stdin).
 
-    Logs in, checks the dossier is shared, fetches and keeps its reference data (journals, accounts, GED
-    tree) and reports what it found. With --all-dossiers, does so for every shared dossier of the firm;
-    running it again changes nothing that is already connected.
+    URL is the address seen in the browser (…/iSuiteExpert, …/cnx/iSuiteExpert, …/CNX) or the API address:
+    the command finds the API base, says which one it found and stores it. Logs in once (a refused password
+    is never retried), checks the dossier is shared, fetches and keeps its reference data (journals, accounts,
+    fiscal years, GED filing plans) and reports what it found. With --all-dossiers, does so for every shared
+    dossier of the firm; running it again changes nothing that is already connected.
     """
     from pipeline.acd.connect import connect as do_connect
     from pipeline.secrets import Secret
@@ -163,19 +175,43 @@ def connect_acd(
     if as_json:
         emit_json(report.to_dict())
     else:
-        click.echo(f"Connected {client_file} to ACD dossier {dossier} ({report.title or 'untitled'}).")
-        click.echo(f"  journals: {', '.join(str(j.get('Code')) for j in report.journals) or 'none'}")
-        click.echo(
-            f"  accounts: {report.general_accounts} general, {report.client_accounts} client, "
-            f"{report.supplier_accounts} supplier"
-        )
-        for warning in report.warnings:
-            click.echo(f"  warning: {warning}")
+        _print_report(report, client_file, dossier, url)
     if not report.ready:
         fail(f"client file {client_file} is not ready: " + "; ".join(report.problems), code=2)
 
 
 _ATTENTION = {"not_shared": "not shared", "error": "failed"}
+
+
+def _print_report(report: Any, client_file: str, dossier: str, url: str) -> None:
+    from pipeline.acd.connect import found_base
+
+    click.echo(found_base(url, report))
+    click.echo(f"Connected {client_file} to ACD dossier {report.dossier or dossier} ({report.title or 'untitled'}).")
+    journals = ", ".join(f"{j.get('Code')} ({j.get('Nature') or '?'})" for j in report.journals)
+    click.echo(f"  journals: {journals or 'none'}")
+    click.echo(
+        f"  accounts: {report.general_accounts} general, {report.client_accounts} client, "
+        f"{report.supplier_accounts} supplier"
+        + (f"; inactive: {', '.join(report.inactive_accounts)}" if report.inactive_accounts else "")
+    )
+    if report.fiscal_years is None:
+        click.echo("  fiscal years: this server does not list them")
+    else:
+        years = ", ".join(
+            f"{y.start:%d/%m/%Y}-{y.end:%d/%m/%Y}" + (" closed" if y.closed else "") + (" current" if y.current else "")
+            for y in report.fiscal_years
+        )
+        click.echo(f"  fiscal years: {years or 'none'}")
+    if report.filing_plans is None:
+        click.echo("  GED filing plans: this server does not give them (documents go to the GED root)")
+    else:
+        plans = ", ".join(
+            f"{code} -> {plan.get('Libelle') or plan.get('Id')}" for code, plan in report.filing_plans.items()
+        )
+        click.echo(f"  GED filing plans: {plans or 'none (documents go to the GED root)'}")
+    for warning in report.warnings:
+        click.echo(f"  warning: {warning}")
 
 
 def _connect_all(
@@ -190,6 +226,9 @@ def _connect_all(
     if as_json:
         emit_json({"dossiers": [o.to_dict() for o in outcomes]})
     else:
+        base = next((o.report.api_base for o in outcomes if o.report is not None), "")
+        if base:
+            click.echo(f"ACD API found at {base}")
         for o in outcomes:
             target = f" -> {o.client_file_id}" if o.client_file_id else ""
             click.echo(f"{o.dossier} ({o.title or 'untitled'}){target}: {o.message}")
@@ -534,7 +573,8 @@ def status(as_json: bool, recount: bool) -> None:
     job that is late is flagged LATE (and named on standard error).
     """
     from pipeline import schedule
-    from pipeline.acd.reference import dossier_scope, refreshed_at
+    from pipeline.acd.reference import refreshed_at
+    from pipeline.acd.steps import breaker_name, scope_of
     from pipeline.breaker import Breaker
     from pipeline.store import now
 
@@ -556,9 +596,10 @@ def status(as_json: bool, recount: bool) -> None:
         }
         item["connected_age_seconds"] = None if not item["connected_at"] else round(now() - item["connected_at"], 1)
         if conn.provider == "acd":
-            breaker = Breaker(store, f"acd:{conn.params.get('url', '').rstrip('/')}", 0, 0, 0)
+            breaker = Breaker(store, breaker_name(conn.params), 0, 0, 0)
             item["server"] = breaker.state()
-            fetched = refreshed_at(store, dossier_scope(conn.params.get("url", ""), conn.params.get("dossier", "")))
+            item["api_base"] = conn.params.get("api_base")
+            fetched = refreshed_at(store, scope_of(conn.params))
             item["reference_refreshed_at"] = fetched
             item["reference_age_seconds"] = None if fetched is None else round(max(0.0, now() - fetched), 1)
         connections.append(item)
@@ -636,6 +677,7 @@ def entry(entry_id: str, as_json: bool) -> None:
                 "ack": f"(#{rec.ack}#)" if rec.ack and rec.provider == "acd" else None,
                 "unique_key": rec.ack if rec.provider == "cegid_loop" else None,
                 "provider_id": rec.provider_id,
+                "posted_at": rec.posted_at,
                 "documents": {
                     doc_id: {k: meta.get(k) for k in _DOC_FIELDS} | {k: meta[k] for k in _LOOP_DOC_FIELDS if k in meta}
                     for doc_id, meta in rec.docs.items()
@@ -659,7 +701,7 @@ def entry(entry_id: str, as_json: bool) -> None:
         if item["provider"] == "cegid_loop":
             click.echo(f"  unique key: {item['unique_key'] or '-'}   Loop document id: {item['provider_id'] or '-'}")
         else:
-            click.echo(f"  ACK code: {item['ack'] or '-'}   provider id: {item['provider_id'] or '-'}")
+            click.echo(f"  ACK code: {item['ack'] or '-'}   {_provider_id_text(item)}")
         for doc_id, meta in item["documents"].items():
             if item["provider"] == "cegid_loop":
                 click.echo(f"  document {doc_id}: {_loop_doc_line(meta)}")
@@ -705,12 +747,48 @@ def _loop_doc_line(meta: dict[str, Any]) -> str:
     return f"{name}: not deposited yet"
 
 
+def _provider_id_text(item: dict[str, Any]) -> str:
+    if item["provider"] != "acd":
+        return f"provider id: {item['provider_id'] or '-'}"
+    if item["provider_id"]:
+        return f"ACD EcritureNum: {item['provider_id']}"
+    if item["posted_at"]:
+        return "ACD EcritureNum: - (posted; not in the FEC yet)"
+    return "ACD EcritureNum: -"
+
+
+@main.command("resume-stalled")
+@click.option(
+    "--older-than",
+    type=float,
+    default=None,
+    help="Seconds past due without any progress (default: HUBSYNC_STALL_SECONDS, 1.25 x the visibility timeout).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def resume_stalled_cmd(older_than: float | None, as_json: bool) -> None:
+    """Publish again the chains nothing moves any more (their broker message was lost). Workers do it by
+    themselves every HUBSYNC_RESUME_INTERVAL_SECONDS; this does it now. Safe at any time: every step does only
+    what its record says is left."""
+    from pipeline.resume import resume_stalled
+    from tasks.chains import CHAINS, enqueue
+
+    stall = settings().stall_seconds if older_than is None else older_than
+    chains = {provider: list(tasks) for provider, tasks in CHAINS.items()}
+    result = resume_stalled(_store(), enqueue, chains, stall)
+    if as_json:
+        emit_json({"resumed": result.resumed, "busy_providers": result.busy_providers})
+        return
+    for rid in result.resumed:
+        click.echo(f"{rid}: published again")
+    click.echo(result.summary())
+
+
 @main.command("reconcile")
 @click.option("--client-file", default=None, help="Only this client file (default: every connection).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def reconcile_cmd(client_file: str | None, as_json: bool) -> None:
-    """Compare the hub's records with what ACD holds (by ACK code), and report Cegid Loop documents from the hub's
-    deposit ledger (Loop cannot be asked): deposited, skipped with reason, outcome unknown.
+    """Compare the hub's records with what ACD holds (by ACK code, in each dossier's FEC), and report Cegid Loop
+    documents from the hub's deposit ledger (Loop cannot be asked): deposited, skipped with reason, outcome unknown.
 
     Exits 1 when anything does not reconcile or needs a look (or a dossier could not be read), 0 otherwise.
     """
@@ -732,12 +810,14 @@ def reconcile_cmd(client_file: str | None, as_json: bool) -> None:
             if r.error:
                 click.echo(head + f"could not read ACD: {r.error}")
                 continue
+            years = getattr(r, "years", None)
             click.echo(
                 head + f"{r.records} records, {len(r.landed)} landed, {len(r.missing)} missing, "
                 f"{len(r.duplicated)} duplicated, {len(r.unknown)} unknown, {len(r.pending)} pending, "
                 f"{len(r.dead)} dead, {len(r.indexing) + len(r.unrecorded)} settling"
+                + (f" (FEC {', '.join(map(str, years))})" if years else "")
             )
-            where = "ACD" if r.provider == "acd" else "Cegid Loop"
+            where = "ACD (EcritureNum)" if r.provider == "acd" else "Cegid Loop"
             for f in r.missing:
                 key = f"(#{f.ack}#)" if f.ack else f.name
                 click.echo(f"  missing    {f.entry_id} {key} state {f.state}: not in {where}")
@@ -788,7 +868,7 @@ def dlq_list(provider: str | None, limit: int, offset: int, as_json: bool) -> No
     for dl in letters:
         click.echo(
             f"{dl.id}  {_when(dl.created_at)}  {dl.provider}  {dl.client_file_id or '-'}  {dl.entry_id or '-'}  "
-            f"step {dl.step}  {dl.error_class}  attempts {len(dl.attempts)}"
+            f"event {dl.event_id or '-'}  step {dl.step}  {dl.error_class}  attempts {len(dl.attempts)}"
         )
         click.echo(f"    {dl.message}")
         if dl.hint:
@@ -933,7 +1013,7 @@ def sandbox(host: str, port: int, acd_config: str | None, index_lag: float) -> N
         f"{DEMO_SUBSCRIPTION_KEY}, any --domain, e.g. {DEMO_DOMAIN})"
     )
     for firm in sorted(acd.firms):
-        click.echo(f"  ACD firm {firm}: {server.acd_url(firm)}")
+        click.echo(f"  ACD firm {firm}: {server.acd_url(firm)} (API at {server.acd_api_url(firm)})")
     click.echo(f"  documents: {server.url}/docs/<id>   faults and state: {server.url}/_sandbox/")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
@@ -950,8 +1030,11 @@ def demo(entries: int, timeout: float, as_json: bool) -> None:
     summary = run_demo(entries=entries, timeout=timeout, echo=None if as_json else click.echo)
     if as_json:
         emit_json(summary)
-    if summary["lost"] or summary["duplicates"]:
-        fail(f"demo ended with {summary['lost']} entries not landed and {summary['duplicates']} duplicates")
+    if summary["lost"] or summary["duplicates"] or summary["wrong_dossier"]:
+        fail(
+            f"demo ended with {summary['lost']} entries not landed, {summary['duplicates']} duplicates and "
+            f"{summary['wrong_dossier']} in a wrong dossier"
+        )
     loop = summary.get("cegid_loop") or {}
     if loop.get("duplicates") or loop.get("not_settled"):
         fail(

@@ -33,11 +33,16 @@ class Settings:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hubsync-spool")
     document_hosts: tuple[str, ...] = ()
     document_allow_private: bool = False
-    document_max_bytes: int = 25 * 1024 * 1024
+    document_max_bytes: int = 20 * 1024 * 1024
     http_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     acd_index_lag_seconds: float = 2.0
     confirm_window_seconds: float = 120.0
+    acd_fec_timeout_seconds: float = 120.0
+    acd_fec_min_interval_seconds: float = 5.0
+    acd_token_ttl_seconds: float = 50 * 60.0
+    acd_token_idle_seconds: float = 13 * 60.0
+    acd_max_reposts: int = 5
     breaker_threshold: int = 5
     breaker_cooldown_seconds: float = 15.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -63,6 +68,13 @@ class Settings:
             connect_timeout_seconds=_float("HUBSYNC_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             acd_index_lag_seconds=_float("HUBSYNC_ACD_INDEX_LAG_SECONDS", defaults.acd_index_lag_seconds),
             confirm_window_seconds=_float("HUBSYNC_CONFIRM_WINDOW_SECONDS", defaults.confirm_window_seconds),
+            acd_fec_timeout_seconds=_float("HUBSYNC_ACD_FEC_TIMEOUT_SECONDS", defaults.acd_fec_timeout_seconds),
+            acd_fec_min_interval_seconds=_float(
+                "HUBSYNC_ACD_FEC_MIN_INTERVAL_SECONDS", defaults.acd_fec_min_interval_seconds
+            ),
+            acd_token_ttl_seconds=_float("HUBSYNC_ACD_TOKEN_TTL_SECONDS", defaults.acd_token_ttl_seconds),
+            acd_token_idle_seconds=_float("HUBSYNC_ACD_TOKEN_IDLE_SECONDS", defaults.acd_token_idle_seconds),
+            acd_max_reposts=int(_float("HUBSYNC_ACD_MAX_REPOSTS", defaults.acd_max_reposts)),
             breaker_threshold=int(_float("HUBSYNC_BREAKER_THRESHOLD", defaults.breaker_threshold)),
             breaker_cooldown_seconds=_float("HUBSYNC_BREAKER_COOLDOWN_SECONDS", defaults.breaker_cooldown_seconds),
             history_days=_float("HUBSYNC_HISTORY_DAYS", defaults.history_days),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +39,32 @@ def dead_letter_record(store: Store, rec: Record, step: str, error: HubsyncError
         created_at=now(),
         event=rec.event,
         attempts=store.attempts(rec.id),
+        event_id=rec.event_id,
     )
     store.add_dead_letter(dl)
     store.update(rec.id, state="dead", step=step, dead_letter_id=dl.id, last_error=error.to_dict(), next_retry_at=None)
     return dl
+
+
+_EVENT_ID_IN_TEXT = re.compile(r'"event_id"\s*:\s*"((?:[^"\\]|\\.){1,128})"')
+
+
+def event_id_of(raw: Any) -> str:
+    """The ``event_id`` of an event, even one that is not valid JSON when ``"event_id": "…"`` can be read in it."""
+    if isinstance(raw, dict):
+        value = raw.get("event_id")
+        return str(value)[:128] if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
+    if isinstance(raw, bytes | bytearray):
+        raw = bytes(raw[:MAX_KEPT_EVENT_CHARS]).decode("utf-8", "replace")
+    if isinstance(raw, str):
+        match = _EVENT_ID_IN_TEXT.search(raw[:MAX_KEPT_EVENT_CHARS])
+        if match:
+            try:
+                value = json.loads(f'"{match.group(1)}"')
+            except ValueError:
+                return match.group(1)
+            return str(value)
+    return ""
 
 
 def dead_letter_event(
@@ -73,6 +96,7 @@ def dead_letter_event(
         created_at=now(),
         event=kept,
         attempts=[{"at": now(), "step": step, **error.to_dict()}],
+        event_id=event_id_of(raw),
     )
     existing = store.dead_letter(dl.id)
     if existing is not None and existing.status != "open":
@@ -103,7 +127,7 @@ def replay(store: Store, dl_id: str, enqueue: Enqueue, ingest: Callable[[Any], s
     if rec is None:
         raise ReplayError(f"the record {dl.record_id} of dead letter {dl_id} is gone")
     generation = rec.generation + 1
-    state = "confirmed" if rec.confirmed_at else ("posted" if rec.provider_id else "received")
+    state = "confirmed" if rec.confirmed_at else ("posted" if rec.posted_at or rec.provider_id else "received")
     store.update(
         rec.id,
         generation=generation,

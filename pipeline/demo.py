@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from pipeline.secrets import Secret, generate_key
 
 Echo = Callable[[str], None] | None
 KINDS = ("purchase", "sale", "expense_report", "bank_transaction")
-FIRMS = {"dupont": ("CNX", "dupont-secret", "DUPONT01"), "martin": ("CNX123", "martin-secret", "MARTIN01")}
+# Two dossiers of one firm under its one API code (each gets its own token), and another firm.
+TARGETS = (("dupont", "DUPONT01"), ("dupont", "DUPONT04"), ("martin", "MARTIN01"))
 
 
 def _say(echo: Echo, text: str) -> None:
@@ -111,21 +113,34 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
     try:
         store = runtime.store()
         files = {}
-        for firm, (cnx, password, dossier) in FIRMS.items():
-            cf = f"cf_{firm}_{run}"
-            report = connect(store, cf, server.acd_url(firm), cnx, "QONTO", dossier, Secret(password))
+        seeds = server.acd.firms
+        for firm, dossier in TARGETS:
+            cf = f"cf_{firm}_{dossier.lower()}_{run}"
+            seed = seeds[firm]
+            url = server.acd_url(firm)
+            report = connect(store, cf, url, seed.cnx, "QONTO", dossier, Secret(seed.api_users["QONTO"]))
             files[cf] = (firm, dossier)
             _say(
                 echo,
-                f"connected {cf} to ACD {firm}/{dossier}: {len(report.journals)} journals, "
-                f"{report.general_accounts} accounts",
+                f"connected {cf} to ACD {firm}/{dossier} from {url}: API found at {report.api_base}; "
+                f"{len(report.journals)} journals, {report.general_accounts} accounts, "
+                f"{len(report.fiscal_years or [])} fiscal years",
             )
         events = _events(server, list(files), entries, run)
         expected_dead = {e["entry"]["id"] for e in events if e.pop("_expect_dead", False)}
-        # Trouble on purpose: martin's server is off for 4 s, dupont's first post is committed then dropped.
+        before = _acd_counts(server)
+        # Trouble on purpose: martin's server is off for 4 s then answers one post 500 after committing it,
+        # dupont's first post is committed then its connection dropped, and dupont restarts after 3 s (every
+        # token and session gone).
         server.acd.set_fault("dupont", Fault(mode="drop_after_commit", route="compta/ecriture", count=1))
         server.acd.set_fault("martin", Fault(mode="off"))
-        threading.Timer(4.0, server.acd.clear_faults, args=("martin",)).start()
+
+        def martin_back() -> None:
+            server.acd.clear_faults("martin")
+            server.acd.set_fault("martin", Fault(mode="error_after_commit", route="compta/ecriture", count=1))
+
+        threading.Timer(4.0, martin_back).start()
+        threading.Timer(3.0, server.acd.restart, args=("dupont",)).start()
         from pipeline.cli import publish_event
 
         for event in events:
@@ -142,6 +157,8 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
         rids = [f"acd:{e['client_file_id']}:{e['entry']['id']}" for e in events]
         _wait(store, rids, timeout, echo)
         summary = _summary(store, server, files, rids, expected_dead, len(events) + 2)
+        after = _acd_counts(server)
+        summary["acd"] = {k: after[k] - before[k] for k in after}
         from pipeline.cegid.demo import run_loop_demo
 
         summary["cegid_loop"] = run_loop_demo(store, server.docs, run, timeout, echo)
@@ -156,6 +173,14 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
             embedded.stop()
     _print_summary(summary, echo)
     return summary
+
+
+def _acd_counts(server: Any) -> dict[str, int]:
+    firms = sorted({firm for firm, _ in TARGETS})
+    return {
+        "logins": sum(server.acd.logins(f) for f in firms),
+        "fec_reads": sum(server.acd.fec_requests(f) for f in firms),
+    }
 
 
 def _events(server: Any, files: list[str], count: int, run: str) -> list[dict[str, Any]]:
@@ -175,6 +200,20 @@ def _events(server: Any, files: list[str], count: int, run: str) -> list[dict[st
             )
         event = sample_event(cf, entry, event_id=f"evt_{n}_{run}", documents=docs)
         events.append(event)
+    if count >= 4:
+        blank = sample_entry("purchase", 5)
+        blank["id"], blank["label"] = f"ent_nolabel_{run}", ""
+        events.append(sample_event(files[0], blank, event_id=f"evt_nolabel_{run}"))
+        split = sample_entry("bank_transaction", 6)
+        split["id"] = f"ent_analytics_{run}"
+        split["lines"][0]["account"] = "622600"  # analytics on in ACD: the split goes with the line
+        amount = Decimal(split["lines"][0]["debit"])
+        paris = (amount * Decimal("0.6")).quantize(Decimal("0.01"))
+        split["lines"][0]["analytics"] = [
+            {"section": "PARIS", "amount": str(paris)},
+            {"section": "LYON", "amount": str(amount - paris)},
+        ]
+        events.append(sample_event(files[0], split, event_id=f"evt_analytics_{run}"))
     if count >= 8:
         long_code = sample_entry("purchase", 7, supplier=("FSUPPLIERTOOLONG", "Supplier With A Long Code"))
         long_code["id"] = f"ent_badcode_{run}"
@@ -200,21 +239,38 @@ def _wait(store: Any, rids: list[str], timeout: float, echo: Echo) -> None:
         time.sleep(0.5)
 
 
+def _signature(lines: list[dict[str, Any]]) -> tuple[tuple[str, str, Decimal, Decimal], ...]:
+    return tuple(
+        (str(x.get("Compte")), str(x.get("Libelle")), Decimal(str(x.get("Debit"))), Decimal(str(x.get("Credit"))))
+        for x in lines
+    )
+
+
 def _summary(
     store: Any, server: Any, files: dict[str, tuple[str, str]], rids: list[str], expected_dead: set[str], emitted: int
 ) -> dict[str, Any]:
-    duplicates = 0
-    acks_in_acd: Counter[str] = Counter()
-    for firm, dossier in files.values():
-        for stored in server.acd.entries(firm, dossier):
-            labels = {line.get("Libelle", "")[-8:] for line in stored.get("LignesEcriture", [])}
-            for tag in labels:
-                acks_in_acd[tag] += 1
-    duplicates = sum(n - 1 for n in acks_in_acd.values() if n > 1)
+    """Each entry placed by its exact lines in every dossier of every firm: landed in its own dossier once, twice,
+    in another client's dossier, or nowhere."""
     records = [store.record(rid) for rid in rids]
-    landed = sum(1 for r in records if r and r.state == "confirmed" and acks_in_acd.get(f"(#{r.ack}#)") == 1)
+    by_sig = {_signature(r.payload["LignesEcriture"]): r.id for r in records if r and r.payload}
+    places: dict[str, list[tuple[str, str]]] = {}
+    for firm, seed in server.acd.firms.items():
+        for dossier in seed.dossiers:
+            for stored in server.acd.entries(firm, dossier):
+                rid = by_sig.get(_signature(stored.get("LignesEcriture", [])))
+                if rid is not None:
+                    places.setdefault(rid, []).append((firm, dossier))
+    landed = duplicates = wrong = 0
+    for rec in records:
+        if rec is None:
+            continue
+        where = places.get(rec.id, [])
+        home = files[rec.client_file_id]
+        wrong += any(p != home for p in where)
+        duplicates += max(0, sum(p == home for p in where) - 1)
+        landed += rec.state == "confirmed" and where == [home]
     dead = [
-        {"entry": dl.entry_id, "step": dl.step, "error": dl.error_class, "message": dl.message}
+        {"entry": dl.entry_id, "event": dl.event_id, "step": dl.step, "error": dl.error_class, "message": dl.message}
         for dl in store.dead_letters()
         if dl.client_file_id in files
     ]
@@ -225,6 +281,7 @@ def _summary(
         "entries": len(rids),
         "landed": landed,
         "duplicates": duplicates,
+        "wrong_dossier": wrong,
         "lost": lost + len(unexpected),
         "dead_letters": dead,
         "expected_dead_letters": sorted(expected_dead),
@@ -239,7 +296,11 @@ def _print_summary(summary: dict[str, Any], echo: Echo) -> None:
     _say(echo, f"  entries:              {summary['entries']}")
     _say(echo, f"  landed in ACD:        {summary['landed']}")
     _say(echo, f"  duplicates in ACD:    {summary['duplicates']}")
+    _say(echo, f"  in a wrong dossier:   {summary['wrong_dossier']}")
     _say(echo, f"  not landed (lost):    {summary['lost']}")
+    acd = summary.get("acd", {})
+    _say(echo, f"  ACD logins, FEC reads: {acd.get('logins', 0)}, {acd.get('fec_reads', 0)}")
     _say(echo, f"  dead letters:         {len(summary['dead_letters'])}")
     for dl in summary["dead_letters"]:
-        _say(echo, f"    {dl['entry'] or '(event)'} at {dl['step']}: {dl['error']}: {dl['message'][:110]}")
+        who = dl["entry"] or f"(event {dl['event'] or '?'})"
+        _say(echo, f"    {who} at {dl['step']}: {dl['error']}: {dl['message'][:110]}")

@@ -77,8 +77,7 @@ def refuse(store: Store, data: Any, errors: list[str]) -> IngestResult:
         entry_id=str(entry.get("id", ""))[:128] if entry else "",
     )
     store.count("events_refused")
-    event_id = ids.get("event_id") if isinstance(ids.get("event_id"), str) else None
-    return IngestResult("refused", event_id, errors, dead_letter_id=dl.id)
+    return IngestResult("refused", dl.event_id or None, errors, dead_letter_id=dl.id)
 
 
 def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
@@ -136,11 +135,12 @@ def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enque
                 store.update(rid, enqueued_event=event.event_id)
                 return rid, True
             return rid, False
-        if rec.provider_id:
+        if rec.posted_at or rec.provider_id:
+            number = f"EcritureNum {rec.provider_id}" if rec.provider_id else f"ACK code (#{rec.ack}#)"
             store.update(
                 rid,
                 note=(
-                    f"validated again by {event.event_id} after it was posted to ACD (IdEcriture {rec.provider_id}); "
+                    f"validated again by {event.event_id} after it was posted to ACD ({number}); "
                     "ACD entries cannot be changed through its API: change it in ACD if needed"
                 ),
             )

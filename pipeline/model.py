@@ -21,14 +21,24 @@ class Counterparty:
 
 
 @dataclass(frozen=True)
+class Analytic:
+    """A share of a line's amount on one analytic section."""
+
+    section: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
 class Line:
-    """One line of an entry; exactly one of ``debit`` and ``credit`` is non-zero."""
+    """One line of an entry; exactly one of ``debit`` and ``credit`` is non-zero; ``analytics`` (if any) split
+    the non-zero side over analytic sections."""
 
     account: str
     debit: Decimal
     credit: Decimal
     counterparty: Counterparty | None = None
     label: str | None = None
+    analytics: tuple[Analytic, ...] = ()
 
 
 @dataclass(frozen=True)

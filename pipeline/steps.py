@@ -43,11 +43,14 @@ class Outcome:
     countdown: float = 0.0
 
 
-def settled_state(state: str | None, confirmed_at: str | None, provider_id: str | None) -> str:
-    """The state a record is in between steps: a final state a step set, else what its progress says."""
+def settled_state(
+    state: str | None, confirmed_at: str | None, provider_id: str | None, posted_at: str | None = None
+) -> str:
+    """The state a record is in between steps: a final state a step set, else what its progress says (posted
+    once ``posted_at`` is set; a provider id alone also says so, for providers that give one back)."""
     if state in FINAL_STATES:
         return str(state)
-    return "confirmed" if confirmed_at else ("posted" if provider_id else "received")
+    return "confirmed" if confirmed_at else ("posted" if posted_at or provider_id else "received")
 
 
 def run_step(
@@ -83,8 +86,8 @@ def run_step(
         log.exception("step %s failed unexpectedly on %s", name, rid)
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
-        # three fields, not the whole record (whose event and payload are most of its bytes)
-        state = settled_state(*store.fields(rid, "state", "confirmed_at", "provider_id"))
+        # four fields, not the whole record (whose event and payload are most of its bytes)
+        state = settled_state(*store.fields(rid, "state", "confirmed_at", "provider_id", "posted_at"))
         store.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
         return Outcome("next")
 

@@ -377,11 +377,13 @@ class DeadLetter:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     status: str = "open"
     audit: list[dict[str, Any]] = field(default_factory=list)
+    event_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for ``--json`` and the dashboard."""
         return {
             "id": self.id,
+            "event_id": self.event_id,
             "provider": self.provider,
             "client_file_id": self.client_file_id,
             "entry_id": self.entry_id,

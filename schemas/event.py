@@ -13,6 +13,7 @@ from pipeline.model import (
     COUNTERPARTY_KINDS,
     DOCUMENT_KINDS,
     ENTRY_KINDS,
+    Analytic,
     Counterparty,
     Document,
     Entry,
@@ -29,6 +30,8 @@ MONEY = re.compile(r"^[0-9]{1,13}(\.[0-9]{1,2})?\Z")
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 ACCOUNT = re.compile(r"^[A-Za-z0-9]{1,20}\Z")
 SUBSIDIARY = re.compile(r"^[A-Za-z0-9]{1,40}\Z")
+SECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,19}\Z")
+MAX_ANALYTICS = 100
 
 
 def _no_control_characters(value: str) -> None:
@@ -81,18 +84,48 @@ class CounterpartySchema(Schema):
         return Counterparty(kind=data["kind"], code=data["code"], name=data["name"])
 
 
+class AnalyticSchema(Schema):
+    section = fields.String(
+        required=True,
+        validate=validate.Regexp(SECTION, error="must be 1 to 20 letters, digits, '_', '.' or '-'"),
+    )
+    amount = Money(required=True)
+
+    @post_load
+    def make(self, data: dict[str, Any], **kwargs: Any) -> Analytic:
+        return Analytic(section=data["section"], amount=data["amount"])
+
+
 class LineSchema(Schema):
     account = fields.String(required=True, validate=validate.Regexp(ACCOUNT, error="must be 1 to 20 letters or digits"))
     debit = Money(required=True)
     credit = Money(required=True)
-    label = StrictString(load_default=None, validate=validate.Length(min=1, max=MAX_LABEL_CHARS))
+    label = StrictString(load_default=None, validate=validate.Length(max=MAX_LABEL_CHARS))
     counterparty = fields.Nested(CounterpartySchema, load_default=None)
+    analytics = fields.List(
+        fields.Nested(AnalyticSchema),
+        load_default=list,
+        validate=validate.Length(max=MAX_ANALYTICS, error="holds at most {max} sections"),
+    )
 
     @validates_schema
     def one_side(self, data: dict[str, Any], **kwargs: Any) -> None:
         debit, credit = data.get("debit"), data.get("credit")
         if debit is not None and credit is not None and debit != 0 and credit != 0:
             raise ValidationError("a line has one side at zero: debit or credit, not both", "credit")
+
+    @validates_schema
+    def analytics_add_up(self, data: dict[str, Any], **kwargs: Any) -> None:
+        shares = data.get("analytics") or []
+        debit, credit = data.get("debit"), data.get("credit")
+        if not shares or debit is None or credit is None:
+            return
+        side = debit if debit != 0 else credit
+        total = sum((share.amount for share in shares), Decimal(0))
+        if total != side:
+            raise ValidationError(f"the analytic amounts add up to {total}, not to the line's {side}", "analytics")
+        if any(share.amount == 0 for share in shares):
+            raise ValidationError("an analytic amount is zero", "analytics")
 
     @post_load
     def make(self, data: dict[str, Any], **kwargs: Any) -> Line:
@@ -101,7 +134,8 @@ class LineSchema(Schema):
             debit=data["debit"],
             credit=data["credit"],
             counterparty=data["counterparty"],
-            label=data["label"],
+            label=data["label"] or None,
+            analytics=tuple(data["analytics"]),
         )
 
 
@@ -113,7 +147,7 @@ class EntrySchema(Schema):
         validate=validate.Regexp(r"^[A-Za-z0-9]{1,10}\Z", error="must be 1 to 10 letters or digits"),
     )
     date = fields.Date(required=True)
-    label = StrictString(required=True, validate=validate.Length(min=1, max=MAX_LABEL_CHARS))
+    label = StrictString(required=True, validate=validate.Length(max=MAX_LABEL_CHARS))
     invoice_number = StrictString(load_default=None, allow_none=True, validate=validate.Length(max=60))
     currency = fields.String(
         load_default="EUR", validate=validate.Regexp(r"^[A-Z]{3}\Z", error="must be an ISO 4217 code")

@@ -54,27 +54,28 @@ def step_priority(index: int) -> int:
     return max(0, 9 - 3 * index)
 
 
-def signatures(provider: str, record_id: str, generation: int, from_step: str) -> list[Signature]:
-    """The remaining steps of a chain, as immutable signatures carrying only the record id and generation."""
+def signature(provider: str, record_id: str, generation: int, step: str, celery_app: Any = None) -> Signature:
+    """One step of a chain, as an immutable signature carrying only the record id and generation
+    (``celery_app``: another app to publish through, e.g. one bound to a test bed's broker)."""
     tasks = CHAINS[provider]
     names = list(tasks)
-    if from_step not in tasks:
-        raise ValueError(f"{provider} has no step {from_step!r} (steps: {', '.join(names)})")
-    sigs = []
-    for step in names[names.index(from_step) :]:
-        priority = step_priority(names.index(step))
-        sig = app.signature(
-            tasks[step], args=(record_id, generation), immutable=True, queue=provider, priority=priority
-        )
-        if provider == "acd" and step == "confirm":
-            sig = sig.set(countdown=settings().acd_index_lag_seconds + 0.2)
-        sigs.append(sig)
-    return sigs
+    if step not in tasks:
+        raise ValueError(f"{provider} has no step {step!r} (steps: {', '.join(names)})")
+    sig = (celery_app or app).signature(
+        tasks[step],
+        args=(record_id, generation),
+        immutable=True,
+        queue=provider,
+        priority=step_priority(names.index(step)),
+    )
+    if provider == "acd" and step == "confirm":
+        sig = sig.set(countdown=settings().acd_index_lag_seconds + 0.2)
+    return sig
 
 
-def enqueue(provider: str, record_id: str, generation: int, from_step: str) -> None:
+def enqueue(provider: str, record_id: str, generation: int, from_step: str, celery_app: Any = None) -> None:
     """Start (or resume) a record's chain at ``from_step``; each step then publishes the next."""
-    signatures(provider, record_id, generation, from_step)[0].apply_async()
+    signature(provider, record_id, generation, from_step, celery_app).apply_async()
 
 
 def next_step(provider: str, step: str) -> str | None:

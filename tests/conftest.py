@@ -67,6 +67,7 @@ def hub_env(
         "HUBSYNC_BREAKER_COOLDOWN_SECONDS": "1",
         "HUBSYNC_CONFIRM_WINDOW_SECONDS": "30",
         "HUBSYNC_HTTP_TIMEOUT_SECONDS": "5",
+        "HUBSYNC_ACD_FEC_MIN_INTERVAL_SECONDS": "1",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -1,155 +1,190 @@
-"""The ACD i-Suite Expert client: exactly the routes and shapes of the ACD contract, nothing more.
+"""The ACD i-Suite Expert client: the routes and shapes of the ACD contract (version 2), nothing more.
 
-One ``httpx.Client`` per worker process serves every firm (connections are pooled per host); the login
-token lives in process memory only, never in Redis, a message or a log.
+A client is bound to ONE dossier (or to none, for the calls that need no session): its token is the
+dossier's own (``pipeline.acd.tokens``), opened on that dossier right after its login and never on another,
+so no call can land in a dossier another thread opened. One ``httpx.Client`` per worker process serves every
+firm (connections are pooled per host); every route is relative to the API base found by discovery.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import threading
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from pipeline.acd.answers import as_int, ci_get, envelope, items, parse_json
+from pipeline.acd.discovery import API_VERSION, login_request, refusal, token_of
 from pipeline.acd.errors import (
     AccountLocked,
+    AcdRefused,
     AuthenticationFailed,
+    EntryRefused,
+    FecUnavailable,
     MalformedResponse,
-    PostOutcomeUnknown,
-    envelope_errors,
+    NotAnISuiteServer,
+    OutsideFiscalYears,
+    UnexpectedAnswer,
     error_from_exception,
     error_from_response,
+    is_session_lost,
 )
+from pipeline.acd.tokens import Token, TokenKey, TokenStore, count
 from pipeline.errors import HubsyncError
 from pipeline.secrets import Secret
 
-API = "/api/v1"
-TOKEN_ERRORS = ("jetonExpire", "jetonNonRecu")
+LoginGate = Callable[[], AbstractContextManager[None]]
+"""Wraps every login: the pipeline passes one that lets a single worker log in at a time per server and API
+code, and refuses a password ACD already refused (ACD locks an API code after five failed logins)."""
 
 
 @dataclass(frozen=True)
 class AcdCredentials:
-    """What an accountant types in to connect a firm; the password stays a ``Secret``."""
+    """What reaches a firm's API: the API base found at connect, CNX, API code; the password stays a ``Secret``."""
 
-    url: str
+    api_base: str
     cnx: str
     api_code: str
     password: Secret
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """Identifies one login at one server (the token cache key)."""
-        return (self.url.rstrip("/"), self.cnx, self.api_code)
+        """Identifies one API access at one server (the login gate's key)."""
+        return (self.api_base.rstrip("/").casefold(), self.cnx, self.api_code)
+
+    def token_key(self, dossier: str | None) -> TokenKey:
+        """The key of the token for ``dossier`` (None: a token no dossier is ever opened with)."""
+        return TokenKey(self.api_base.rstrip("/"), self.cnx, self.api_code, dossier)
 
 
-class _TokenCache:
-    """Tokens per (server, CNX, API code), shared by the threads of one process."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str, str]) -> str | None:
-        with self._lock:
-            return self._tokens.get(key)
-
-    def put(self, key: tuple[str, str, str], token: str) -> None:
-        with self._lock:
-            self._tokens[key] = token
-
-    def drop(self, key: tuple[str, str, str], token: str | None = None) -> None:
-        with self._lock:
-            if token is None or self._tokens.get(key) == token:
-                self._tokens.pop(key, None)
-
-
-TOKENS = _TokenCache()
-
-
-LoginGate = Callable[[], AbstractContextManager[None]]
-"""Wraps every login: the pipeline passes one that lets a single worker log in at a time per API code and
-refuses a password ACD already refused (ACD locks an API code after five failed logins)."""
+def _timeout_extension(timeout: httpx.Timeout) -> dict[str, Any]:
+    return {"timeout": timeout.as_dict()}
 
 
 class AcdAuth(httpx.Auth):
-    """Sends ``UUID`` and ``CNX``; logs in when there is no token and once more when the token expired."""
+    """Sends the dossier's token (``UUID``) and ``CNX``. No token, or an idle one: log in (gated), open the
+    session on this dossier, publish the token. A 401: log in again the same way and repeat once. ACD's
+    "pas initialisée" 500: open the session again on the same token and repeat once."""
 
     requires_response_body = True
 
-    def __init__(self, creds: AcdCredentials, cache: _TokenCache = TOKENS, gate: LoginGate | None = None) -> None:
+    def __init__(
+        self,
+        creds: AcdCredentials,
+        dossier: str | None,
+        tokens: TokenStore,
+        gate: LoginGate | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> None:
         self.creds = creds
-        self.cache = cache
+        self.dossier = dossier
+        self.tokens = tokens
         self.gate = gate
-
-    def _gated_login(self, stale: str | None) -> Generator[httpx.Request, httpx.Response, str]:
-        with self.gate() if self.gate is not None else contextlib.nullcontext():
-            token = self.cache.get(self.creds.key)
-            if token is not None and token != stale:
-                return token  # another thread of this process logged in while we waited
-            return (yield from self._login())
+        self.timeout = timeout or httpx.Timeout(30.0)
+        self.key = creds.token_key(dossier)
+        self.base = creds.api_base.rstrip("/")
 
     def __repr__(self) -> str:
-        return f"AcdAuth(url={self.creds.url!r}, api_code={self.creds.api_code!r}, password=[secure])"
+        return f"AcdAuth(api_base={self.base!r}, api_code={self.creds.api_code!r}, dossier={self.dossier!r})"
+
+    # -- the pieces ------------------------------------------------------------------------------
+
+    def session_request(self, token: str) -> httpx.Request:
+        """``POST {base}/v1/sessions/dossier/{code}``: make ``token`` work on this client's dossier."""
+        assert self.dossier is not None, "a token without a dossier never opens a session"
+        return httpx.Request(
+            "POST",
+            f"{self.base}{API_VERSION}/sessions/dossier/{quote(self.dossier, safe='')}",
+            headers={"UUID": token, "CNX": self.creds.cnx},
+            content=b"",
+            extensions=_timeout_extension(self.timeout),
+        )
+
+    def _session_body_request(self, token: str) -> httpx.Request:
+        # The other form some servers serve: the dossier code as a bare JSON string.
+        return httpx.Request(
+            "POST",
+            f"{self.base}{API_VERSION}/sessions/dossier",
+            headers={"UUID": token, "CNX": self.creds.cnx},
+            json=self.dossier,
+            extensions=_timeout_extension(self.timeout),
+        )
+
+    def _open_session(self, token: str) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield self.session_request(token)
+        if response.status_code in (404, 405) and not _says_dossier_unknown(response):
+            response = yield self._session_body_request(token)
+        if response.status_code not in (200, 204):
+            raise error_from_response(response)
+        count(self.tokens.store, "sessions", self.key.label)
 
     def _login(self) -> Generator[httpx.Request, httpx.Response, str]:
-        request = httpx.Request(
-            "POST",
-            f"{self.creds.url.rstrip('/')}{API}/authentification",
-            headers={"CNX": self.creds.cnx},
-            json={
-                "Identifiant": self.creds.api_code,
-                "MotDePasse": self.creds.password.reveal(),
-                "CNX": self.creds.cnx,
-            },
+        response = yield login_request(
+            self.base, self.creds.cnx, self.creds.api_code, self.creds.password, self.timeout
         )
-        response = yield request
-        if response.status_code == 200:
-            try:
-                token = json.loads(response.content)["UUID"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise MalformedResponse("ACD answered the login without a UUID token") from exc
-            if not isinstance(token, str) or not token:
-                raise MalformedResponse("ACD answered the login without a UUID token")
-            self.cache.put(self.creds.key, token)
+        token = token_of(response)
+        if token is not None:
+            count(self.tokens.store, "logins", self.key.label)
             return token
-        error = error_from_response(response)
-        if response.status_code == 401 and not isinstance(error, AuthenticationFailed):
-            error = AuthenticationFailed(
-                f"ACD refused the login of API code {self.creds.api_code!r}",
+        refused = refusal(response, self.base, self.creds.api_code)
+        if refused is not None:
+            raise refused
+        if response.status_code == 423:
+            raise AccountLocked(
+                f"ACD at {self.base} has locked API code {self.creds.api_code!r}", status=423, code="compteBloque"
+            )
+        if response.status_code == 401:
+            raise AuthenticationFailed(
+                f"ACD at {self.base} refused the login of API code {self.creds.api_code!r}; it is not tried again",
                 status=401,
                 code="authentificationInvalide",
             )
-        if response.status_code == 423 and not isinstance(error, AccountLocked):
-            error = AccountLocked("ACD locked the API code", status=423, code="compteVerrouille")
-        raise error
+        raise error_from_response(response)
+
+    def _gated_login(self, stale: Token | None) -> Generator[httpx.Request, httpx.Response, Token]:
+        with self.gate() if self.gate is not None else contextlib.nullcontext():
+            current = self.tokens.get(self.key)
+            if current is not None and not current.idle and (stale is None or current.fp != stale.fp):
+                return current  # another worker replaced the stale token while this one waited
+            value = yield from self._login()
+            if self.dossier is not None:
+                yield from self._open_session(value)
+            return self.tokens.put(self.key, value)
+
+    def _with(self, request: httpx.Request, token: Token) -> httpx.Request:
+        request.headers["UUID"] = token.value
+        request.headers["CNX"] = self.creds.cnx
+        return request
+
+    # -- the flow --------------------------------------------------------------------------------
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.cache.get(self.creds.key)
-        if token is None:
-            token = yield from self._gated_login(None)
-        request.headers["UUID"] = token
-        request.headers["CNX"] = self.creds.cnx
-        response = yield request
-        if response.status_code == 401 and _error_code(response) in TOKEN_ERRORS:
-            self.cache.drop(self.creds.key, token)
+        token = self.tokens.get(self.key)
+        if token is None or token.idle:
             token = yield from self._gated_login(token)
-            request.headers["UUID"] = token
-            yield request
+        response = yield self._with(request, token)
+        if response.status_code == 401:
+            # expired, idle on the server, killed by a restart, or never received: the same remedy
+            self.tokens.drop(self.key, token)
+            token = yield from self._gated_login(token)
+            response = yield self._with(request, token)
+        elif self.dossier is not None and is_session_lost(response):
+            yield from self._open_session(token.value)
+            count(self.tokens.store, "session_reopens", self.key.label)
+            response = yield self._with(request, token)
+        if response.status_code != 401:
+            self.tokens.touch(self.key, token)
 
 
-def _error_code(response: httpx.Response) -> str | None:
-    try:
-        errors = envelope_errors(json.loads(response.content))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return errors[0].get("erreur") if errors else None
+def _says_dossier_unknown(response: httpx.Response) -> bool:
+    text = response.content.decode("utf-8", "replace").casefold()
+    return "introuvable" in text
 
 
 def amount(value: Decimal) -> float:
@@ -161,18 +196,27 @@ def amount(value: Decimal) -> float:
 
 
 class AcdClient:
-    """The routes of the ACD contract, raising the error tree of ``pipeline.acd.errors``."""
+    """The routes of the ACD contract for one dossier (or none), raising the error tree of ``pipeline.acd.errors``."""
 
     def __init__(
-        self, http: httpx.Client, creds: AcdCredentials, cache: _TokenCache = TOKENS, gate: LoginGate | None = None
+        self,
+        http: httpx.Client,
+        creds: AcdCredentials,
+        dossier: str | None,
+        tokens: TokenStore,
+        gate: LoginGate | None = None,
     ) -> None:
         self.http = http
         self.creds = creds
-        self.auth = AcdAuth(creds, cache, gate)
-        self.base = creds.url.rstrip("/") + API
+        self.dossier = dossier
+        self.tokens = tokens
+        self.auth = AcdAuth(creds, dossier, tokens, gate, http.timeout)
+        self.base = creds.api_base.rstrip("/") + API_VERSION
 
     def __repr__(self) -> str:
-        return f"AcdClient(url={self.creds.url!r}, api_code={self.creds.api_code!r})"
+        return (
+            f"AcdClient(api_base={self.creds.api_base!r}, api_code={self.creds.api_code!r}, dossier={self.dossier!r})"
+        )
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -183,116 +227,159 @@ class AcdClient:
         *,
         write: bool = False,
         ged: bool = False,
+        entry: bool = False,
         ok: tuple[int, ...] = (200,),
+        timeout: httpx.Timeout | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
+        if self.dossier is None and route != "/dossiers":
+            raise RuntimeError(f"{route} needs a dossier session; this client has none")
         try:
-            response = self.http.request(method, f"{self.base}{route}", auth=self.auth, **kwargs)
+            response = self.http.request(
+                method,
+                f"{self.base}{route}",
+                auth=self.auth,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                **kwargs,
+            )
         except HubsyncError:
             raise
         except httpx.HTTPError as exc:
-            raise error_from_exception(exc, write=write) from exc
+            raise error_from_exception(exc, write=write, ged=ged) from exc
         if response.status_code not in ok:
-            raise error_from_response(response, write=write, ged=ged)
+            raise error_from_response(response, write=write, ged=ged, entry=entry)
         return response
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
-        try:
-            return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
+        body = parse_json(response.content)
+        if body is None:
             raise MalformedResponse(
                 f"ACD answered {response.status_code} with a body that is not JSON on {response.request.url.path}"
-            ) from exc
-
-    def _array(self, route: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        body = self._json(self._send("GET", route, params=params))
-        if not isinstance(body, list):
-            raise MalformedResponse(f"ACD answered {route} with something other than an array")
-        return [item for item in body if isinstance(item, dict)]
-
-    def _write(self, route: str, payload: dict[str, Any], *, unknown_on_failure: bool) -> dict[str, Any]:
-        response = self._send("POST", route, write=unknown_on_failure, json=payload)
-        body = self._json(response) if not unknown_on_failure else _json_or_none(response)
-        if not isinstance(body, dict) or "codeRetour" not in body:
-            raise error_from_response(response, write=unknown_on_failure)
-        if body.get("codeRetour") != 1:
-            raise error_from_response(response, write=False)
+            )
         return body
+
+    def _array(self, route: str, *wrappers: str) -> list[dict[str, Any]]:
+        response = self._send("GET", route)
+        body = self._json(response)
+        found = items(body, *wrappers)
+        if found is None:
+            code, errors = envelope(body)
+            if errors or code == 0:
+                raise error_from_response(response)
+            raise MalformedResponse(f"ACD answered {route} with something other than a list")
+        return found
+
+    def _write(self, route: str, payload: Any, *, entry: bool = False) -> None:
+        response = self._send("POST", route, write=True, entry=entry, ok=(200, 201), json=payload)
+        code, errors = envelope(parse_json(response.content))
+        if code == 1 and not errors:
+            return
+        if code is None:
+            raise error_from_response(response, write=True, entry=entry)
+        if not errors:
+            refused = EntryRefused if entry else AcdRefused
+            raise refused(f"ACD answered KO without any reason on {route}", status=response.status_code)
+        raise error_from_response(response, write=False, entry=entry)
+
+    # -- session ---------------------------------------------------------------------------------
+
+    def adopt(self, token: str) -> None:
+        """Make a fresh token (from discovery's login) this dossier's own: open the session on it and publish it."""
+        request = self.auth.session_request(token)
+        try:
+            response = self.http.send(request)
+            if response.status_code in (404, 405) and not _says_dossier_unknown(response):
+                response = self.http.send(self.auth._session_body_request(token))
+        except httpx.HTTPError as exc:
+            raise error_from_exception(exc) from exc
+        if response.status_code not in (200, 204):
+            raise error_from_response(response)
+        count(self.tokens.store, "sessions", self.auth.key.label)
+        self.tokens.put(self.auth.key, token)
+
+    def publish_unbound(self, token: str) -> None:
+        """Keep a token no session was opened with, for the calls that need none (``/v1/dossiers``)."""
+        if self.dossier is not None:
+            raise RuntimeError("only a client without a dossier keeps a token without a session")
+        self.tokens.put(self.auth.key, token)
 
     # -- routes ----------------------------------------------------------------------------------
 
-    def login(self) -> None:
-        """Log in now (connect checks the credentials this way)."""
-        self.auth.cache.drop(self.creds.key)
-        flow = self.auth._login()
-        request = next(flow)
-        try:
-            response = self.http.send(request)
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc) from exc
-        try:
-            flow.send(response)
-        except StopIteration:
-            return
-
     def dossiers(self) -> list[dict[str, Any]]:
-        """Every dossier of the firm, with ``PartageISuite``."""
+        """Every dossier of the firm (``Id``, ``Titre``…): nothing says which are shared."""
         return self._array("/dossiers")
 
-    def journals(self, dossier: str) -> list[dict[str, Any]]:
-        """The dossier's journals (``Code``, ``Libelle``, ``Nature``, ``NumeroFacture``)."""
-        return self._array("/compta/journal", {"CodeDossier": dossier})
+    def journals(self) -> list[dict[str, Any]]:
+        """The dossier's journals (``Code``, ``Libelle``, ``Nature``, ``NumeroFacture``…)."""
+        return self._array("/compta/journal")
 
-    def accounts(self, dossier: str, kind: str) -> list[dict[str, Any]]:
-        """``generaux``, ``clients`` or ``fournisseurs`` accounts (``Code``, ``Lib``)."""
-        return self._array(f"/compta/comptes/{kind}", {"CodeDossier": dossier})
+    def accounts(self, kind: str) -> list[dict[str, Any]]:
+        """``generaux``, ``clients`` or ``fournisseurs`` accounts (``Code``, ``Lib``, ``CptInactif``…)."""
+        return self._array(f"/compta/comptes/{kind}")
 
-    def ged_tree(self, dossier: str) -> list[dict[str, Any]]:
-        """The GED folders, nested."""
-        return self._array("/ged/arborescence", {"CodeDossier": dossier})
+    def fiscal_years(self) -> list[dict[str, Any]]:
+        """The dossier's fiscal years (``DateDebut``, ``DateFin``, ``Courant``, ``Cloture``)."""
+        return self._array("/compta/exercices")
 
-    def create_account(self, dossier: str, kind: str, code: str, label: str) -> bool:
+    def ged_tree(self) -> list[dict[str, Any]]:
+        """The GED folders, nested (the answer is an object ``{"Arborescences": […]}``; an array is tolerated)."""
+        return self._array("/ged/arborescence", "Arborescences")
+
+    def filing_plan(self, journal: str) -> dict[str, Any] | None:
+        """The GED folder where ``journal``'s documents are filed (``Id``, ``Libelle``), or None when it has none."""
+        route = f"/compta/planClassementEcriture/{quote(journal, safe='')}"
+        try:
+            response = self._send("GET", route, ok=(200,))
+        except (AcdRefused, UnexpectedAnswer, NotAnISuiteServer) as exc:
+            if "planclassementintrouvable" in (exc.code or "").casefold() or "introuvable" in exc.message.casefold():
+                return None
+            raise
+        body = parse_json(response.content)
+        code, errors = envelope(body)
+        if errors or code == 0:
+            if any("introuvable" in (k + t).casefold() for k, t in errors):
+                return None
+            raise error_from_response(response)
+        folder = as_int(ci_get(body, "Id"))
+        if folder is None:
+            raise MalformedResponse(f"ACD answered {route} without a folder Id")
+        return {"Id": folder, "Libelle": str(ci_get(body, "Libelle") or "")}
+
+    def create_account(self, kind: str, code: str, label: str) -> bool:
         """Create a client (``C…``) or supplier (``F…``) account; False when it existed already."""
         route = "/compta/comptes/client" if kind == "client" else "/compta/comptes/fournisseur"
         try:
-            self._write(route, {"CodeDossier": dossier, "Code": code, "Lib": label}, unknown_on_failure=False)
+            self._write(route, {"Code": code, "Lib": label})
         except HubsyncError as exc:
-            if exc.code == "compteExisteDeja":
+            if (exc.code or "").casefold() == "compteexistedeja":
                 return False
             raise
         return True
 
-    def post_entry(self, payload: dict[str, Any]) -> int:
-        """Post an entry; its outcome is unknown (``PostOutcomeUnknown``) unless ACD answered clearly."""
-        body = self._write("/compta/ecriture", payload, unknown_on_failure=True)
-        entry_id = body.get("IdEcriture")
-        if not isinstance(entry_id, int):
-            raise PostOutcomeUnknown("ACD accepted the entry but gave no IdEcriture")
-        return entry_id
+    def post_entry(self, payload: dict[str, Any]) -> None:
+        """Post an entry. ACD gives no id back; a failure whose outcome is unknown is ``PostOutcomeUnknown``."""
+        self._write("/compta/ecriture", payload, entry=True)
 
-    def find_entries(
-        self, dossier: str, libelle: str, journal: str | None = None, year: int | None = None, month: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Entries whose line labels contain ``libelle`` (new entries show up after ACD indexed them)."""
-        query: dict[str, Any] = {"CodeDossier": dossier, "Libelle": libelle}
-        if journal:
-            query["Journal"] = journal
-        if year:
-            query["Annee"] = year
-        if month:
-            query["Mois"] = month
-        body = self._json(self._send("POST", "/compta/ecritures/filtrer", json=query))
-        if not isinstance(body, list):
-            raise MalformedResponse("ACD answered ecritures/filtrer with something other than an array")
-        return [item for item in body if isinstance(item, dict)]
+    def fec(self, year: int, timeout_seconds: float) -> str:
+        """The FEC of the fiscal year ending in ``year`` (tab-separated text); may take long on a busy dossier."""
+        timeout = httpx.Timeout(timeout_seconds, connect=self.http.timeout.connect)
+        response = self._send("POST", "/compta/fec", json={"Annee": year}, timeout=timeout, ok=(200, 400, 404))
+        body = parse_json(response.content)
+        code, errors = envelope(body)
+        if errors or code == 0:
+            error = error_from_response(response)
+            if isinstance(error, OutsideFiscalYears):
+                raise FecUnavailable(
+                    f"ACD has no FEC for {year}: {error.message}", status=response.status_code, code=error.code
+                )
+            raise error
+        if response.status_code != 200:
+            raise error_from_response(response)
+        return response.content.decode("utf-8-sig", "replace")
 
-    def fec(self, dossier: str, year: int) -> str:
-        """The year's entries as a FEC file (tab-separated)."""
-        return self._send("POST", "/compta/fec", json={"CodeDossier": dossier, "Annee": year}).text
-
-    def upload_document(self, dossier: str, folder_id: int, name: str, path: Path, content_type: str) -> int:
-        """Upload a file to the GED; ``DocumentExists`` is raised as a ``HubsyncError`` with code documentExisteDeja."""
+    def upload_document(self, folder_id: int, name: str, path: Path, content_type: str) -> int:
+        """Stream a file into a GED folder (0: the root); returns the document's id."""
         with path.open("rb") as fh:
             response = self._send(
                 "POST",
@@ -300,29 +387,27 @@ class AcdClient:
                 write=True,
                 ged=True,
                 ok=(200, 201),
-                params={"CodeDossier": dossier},
                 data={"idArboGed": str(folder_id)},
                 files={"file": (name, fh, content_type)},
             )
-        body = _json_or_none(response)
-        if not isinstance(body, dict) or not isinstance(body.get("Id"), int):
-            raise MalformedResponse("ACD stored the document but gave no Id")
-        doc_id: int = body["Id"]
+        body = parse_json(response.content)
+        doc_id = as_int(ci_get(body, "Id"))
+        if doc_id is None:
+            code, errors = envelope(body)
+            if errors or code == 0:
+                raise error_from_response(response, ged=True)
+            raise error_from_response(response, write=True, ged=True)
         return doc_id
 
-    def find_documents(self, dossier: str, name: str | None = None) -> list[dict[str, Any]]:
-        """GED documents, optionally by name."""
-        query: dict[str, Any] = {"CodeDossier": dossier}
-        if name:
-            query["Nom"] = name
-        body = self._json(self._send("POST", "/ged/documents/filtrer", json=query))
-        if not isinstance(body, list):
-            raise MalformedResponse("ACD answered ged/documents/filtrer with something other than an array")
-        return [item for item in body if isinstance(item, dict)]
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    def find_documents(self, name: str) -> list[dict[str, Any]] | None:
+        """GED documents named ``name`` (``Id``, ``NomFichier``…); None when this server has no such route."""
+        try:
+            response = self._send("POST", "/ged/documents/filtrer", ged=True, json={"NomFichier": name})
+        except (NotAnISuiteServer, UnexpectedAnswer) as exc:
+            if exc.status in (404, 405):
+                return None
+            raise
+        found = items(parse_json(response.content))
+        if found is None:
+            raise MalformedResponse("ACD answered ged/documents/filtrer with something other than a list")
+        return [d for d in found if str(ci_get(d, "NomFichier") or ci_get(d, "Nom") or "") == name]

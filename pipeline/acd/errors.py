@@ -4,38 +4,41 @@
 
     HubsyncError
     ├── TransientError
-    │   ├── ServerUnavailable        refused connection, reset, 5xx (the firm's server is off or failing)
+    │   ├── ServerUnavailable        refused connection, reset, 502/503, a .NET 500 on a read (text kept)
     │   ├── ServerConsideredDown     the circuit breaker holds calls to a server that keeps failing
+    │   ├── SessionNotOpen           "La connexion à la base du dossier n'est pas initialisée !" after a reopen
     │   ├── RateLimited              429, honours Retry-After
     │   ├── AcdTimeout               a read timed out
-    │   ├── MalformedResponse        an answer that is not the contract's JSON (HTML page, broken JSON)
-    │   ├── NotYetConfirmed          posted, not yet found by its ACK code (indexing lag)
+    │   ├── MalformedResponse        an answer that is not the contract's (HTML page, broken JSON, no envelope)
+    │   ├── FecUnavailable           the FEC of a needed year cannot be read (periodeMultiExercice)
+    │   ├── NotYetConfirmed          posted, not yet found in the FEC
     │   └── OutcomeUnknown
-    │       └── PostOutcomeUnknown   an entry post got no definitive answer: look it up before posting again
+    │       ├── PostOutcomeUnknown   an entry post got no definitive answer: look it up in the FEC first
+    │       └── UploadOutcomeUnknown a GED upload got no definitive answer: look it up by its name first
     ├── PermanentError
-    │   ├── EntryRefused             a business error of POST ecriture (one subclass per ACD code)
-    │   │   ├── UnknownJournal, UnbalancedEntry, UnknownAccount, LabelTooLong,
-    │   │   └── InvoiceNumberManagementOff, FiscalYearClosed, InvalidEntryData
+    │   ├── EntryRefused             ACD refused the entry; an unknown key keeps its key and French text
+    │   │   ├── UnknownJournal, UnbalancedEntry, UnknownAccount, InactiveAccount, AnalyticSplitMissing,
+    │   │   └── InvoiceNumberManagementOff, FiscalYearClosed, OutsideFiscalYears, LabelTooLong, InvalidEntryData
+    │   ├── AcdRefused               a refusal outside entries (an unknown key, a 400 with a French text)
+    │   ├── PostKeepsFailing         every post failed without landing, again and again
     │   ├── SubsidiaryCodeInvalid    a subsidiary code without the F…/C… prefix its kind needs
     │   ├── SubsidiaryCodeTooLong    a subsidiary code over 13 characters
     │   ├── DocumentTooLarge         413 from the GED
     │   └── UnexpectedAnswer         an answer the contract does not allow
     └── CustomerActionError
-        ├── AuthenticationFailed     wrong API code or password
-        ├── AccountLocked            five failed logins: ACD locks the API code for ten minutes
-        ├── DossierNotShared         403: the dossier is not shared in i-Suite
-        ├── DossierNotFound          404 dossierIntrouvable
-        ├── GedAccessDenied          403 on a GED upload: DMS rights
-        └── NotAnISuiteServer        the URL or CNX code does not answer like an i-Suite server
+        ├── AuthenticationFailed     wrong API code, password or CNX (authentificationInvalide)
+        ├── AccountLocked            compteBloque: five failed logins lock the API code for ten minutes
+        ├── DossierNotShared         403 on a dossier call: the dossier is not shared in i-Suite
+        ├── DossierNotFound          404 "Dossier introuvable en comptabilité"
+        ├── GedAccessDenied          403 on a GED route: DMS rights; or a filing-plan folder out of reach
+        └── NotAnISuiteServer        no API answers at the address typed
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import httpx
 
+from pipeline.acd.answers import SESSION_NOT_OPEN, envelope, parse_json, plain_text
 from pipeline.errors import (
     CustomerActionError,
     HubsyncError,
@@ -51,6 +54,12 @@ class ServerUnavailable(TransientError):
     default_hint = "The firm's ACD server is off or failing. The hub keeps retrying; make sure the server stays on."
 
 
+class SessionNotOpen(TransientError):
+    """The token has no dossier open, even after the session was opened again."""
+
+    default_hint = "ACD lost the dossier session; the hub opens it again and retries."
+
+
 class RateLimited(TransientError):
     """The server sheds load (429)."""
 
@@ -63,18 +72,33 @@ class MalformedResponse(TransientError):
     """The answer is not the JSON the contract describes."""
 
 
-class NotYetConfirmed(TransientError):
-    """The posted entry is not yet findable by its ACK code."""
+class FecUnavailable(TransientError):
+    """The FEC of a fiscal year the hub needs cannot be read."""
 
-    default_hint = "ACD indexes new entries asynchronously; the hub looks again shortly."
+    default_hint = (
+        "ACD does not give the FEC of the entry's fiscal year (is the fiscal year defined in ACD?). The hub "
+        "refreshes the dossier's fiscal years and tries again; it never posts again before it could look."
+    )
+
+
+class NotYetConfirmed(TransientError):
+    """The posted entry is not yet in the FEC."""
+
+    default_hint = "ACD writes new entries into the FEC asynchronously; the hub looks again shortly."
 
 
 class PostOutcomeUnknown(OutcomeUnknown):
     """The post of an entry got no definitive answer."""
 
 
+class UploadOutcomeUnknown(OutcomeUnknown):
+    """A GED upload got no definitive answer."""
+
+    default_hint = "The hub looks the document up by its unique name before it sends it again; nothing to do."
+
+
 class EntryRefused(PermanentError):
-    """ACD refused the entry (HTTP 200, codeRetour 0)."""
+    """ACD refused the entry (``codeRetour`` 0, whatever the HTTP status)."""
 
     default_hint = "Correct the entry (or the ACD file) as the message says, then replay."
 
@@ -97,12 +121,31 @@ class UnknownAccount(EntryRefused):
     default_hint = "Add the account to the ACD chart of accounts (or fix the entry's account), then replay."
 
 
+class InactiveAccount(EntryRefused):
+    """An account marked ``CptInactif`` in ACD: it exists, no entry may use it."""
+
+    default_hint = (
+        "The account is inactive in ACD: reactivate it in the ACD file, or validate the entry on another account; "
+        "then replay."
+    )
+
+
+class AnalyticSplitMissing(EntryRefused):
+    """analytiqueCleRepartitionInexistante: a line on an analytic account without a split."""
+
+    default_hint = (
+        "The account has analytics turned on in ACD and the entry gave no analytic split. Add the split (sections "
+        "and amounts) to the entry in the hub and validate it again, or give the account an automatic split key "
+        "in ACD and replay."
+    )
+
+
 class LabelTooLong(EntryRefused):
     """libelleTropLong."""
 
 
 class InvoiceNumberManagementOff(EntryRefused):
-    """numeroFactureNonActive."""
+    """Invoice number on a journal whose ``NumeroFacture`` is false."""
 
     default_hint = (
         "Turn invoice-number management on in ACD: File > Settings > Entry > Invoice Number Management = YES; "
@@ -116,8 +159,35 @@ class FiscalYearClosed(EntryRefused):
     default_hint = "The entry's month belongs to a closed fiscal year in ACD: reopen it or date the entry later."
 
 
+class OutsideFiscalYears(EntryRefused):
+    """The entry's date is in no fiscal year of the dossier (periodeMultiExercice)."""
+
+    default_hint = (
+        "Create the fiscal year in the ACD file (or correct the entry's date), then replay; `hubsync refresh` "
+        "reads the fiscal years again."
+    )
+
+
 class InvalidEntryData(EntryRefused):
     """donneesInvalides."""
+
+
+class AcdRefused(PermanentError):
+    """ACD refused a call with a reason the hub does not know; its key and French text are kept as they came."""
+
+    default_hint = (
+        "ACD gave a reason the hub does not know: read ACD's own words in the message, fix what it names in ACD or "
+        "in the entry, then replay. Report the key if it keeps coming."
+    )
+
+
+class PostKeepsFailing(PermanentError):
+    """The entry was posted again and again, every time without landing (looked up in the FEC in between)."""
+
+    default_hint = (
+        "ACD failed every time it was sent this entry, and the FEC shows it never landed. Read ACD's last answer "
+        "in the message (often a French .NET error about the entry's data), fix the cause, then replay."
+    )
 
 
 class SubsidiaryCodeInvalid(PermanentError):
@@ -139,9 +209,9 @@ class SubsidiaryCodeTooLong(PermanentError):
 
 
 class DocumentTooLarge(PermanentError):
-    """The GED refuses files over 25 MiB."""
+    """The GED refuses files over its limit."""
 
-    default_hint = "The ACD GED takes files up to 25 MiB: attach a smaller scan and validate again."
+    default_hint = "The ACD GED refuses files this large: attach a smaller scan and validate again."
 
 
 class UnexpectedAnswer(PermanentError):
@@ -149,11 +219,11 @@ class UnexpectedAnswer(PermanentError):
 
 
 class AuthenticationFailed(CustomerActionError):
-    """Wrong API code or password."""
+    """Wrong API code, password or CNX."""
 
     default_hint = (
         "Check the API code and password created in ACD (Administration > i-Suite Expert Tools > API Access "
-        "Management), run `hubsync connect acd` again with the right ones, then replay."
+        "Management) and the CNX code, run `hubsync connect acd` again with the right ones, then replay."
     )
 
 
@@ -166,13 +236,18 @@ class AccountLocked(CustomerActionError):
     )
 
 
-class DossierNotShared(CustomerActionError):
-    """The dossier is not shared in i-Suite (403)."""
+SHARING_CHECKLIST = (
+    "Share the dossier in ACD: open the dossier's accounting, menu i-Suite Expert > Sharing Management, check every "
+    "box so that the status at the top reads ACTIVE and the button at the bottom reads Deactivate; and do not "
+    "restrict the API access with 'Define used files' (Administration > i-Suite Expert Tools > API Access "
+    "Management)."
+)
 
-    default_hint = (
-        "Share the dossier in ACD: open its accounting, i-Suite Expert > Sharing Management, check every box "
-        "so the status reads ACTIVE; then replay."
-    )
+
+class DossierNotShared(CustomerActionError):
+    """The dossier is not shared in i-Suite (403 on its first dossier call)."""
+
+    default_hint = SHARING_CHECKLIST + " Then replay."
 
 
 class DossierNotFound(CustomerActionError):
@@ -185,17 +260,19 @@ class GedAccessDenied(CustomerActionError):
     """The API user's GED (DMS) rights do not reach the target folder."""
 
     default_hint = (
-        "The ACD API user may not write to that GED section: a restriction set by the firm, or a section "
-        "visible only for another kind of dossier. Ask ACD support to grant the rights, then replay."
+        "The ACD API user may not write to that GED folder (the journal's filing plan, or the root): a restriction "
+        "set by the firm, or a section visible only for another kind of dossier. Ask ACD support to grant the "
+        "rights (or change the journal's filing plan), run `hubsync refresh`, then replay."
     )
 
 
 class NotAnISuiteServer(CustomerActionError):
-    """The URL or CNX code does not lead to an i-Suite Expert server."""
+    """No i-Suite Expert API answers at the address typed."""
 
     default_hint = (
-        "Check the i-Suite URL (the prefix of the address in the browser when logged into i-Suite, ending in "
-        "/iSuiteExpert) and the CNX code (usually CNX or CNX followed by a number)."
+        "Check the i-Suite URL (the address in the browser when logged into i-Suite, e.g. "
+        "https://cabinet.fr/iSuiteExpert, or the API address ending in /api) and the CNX code (usually CNX or "
+        "CNX followed by a number: DIA > Administration > i-Suite Expert Tools > i-Suite Expert settings)."
     )
 
 
@@ -203,30 +280,20 @@ BUSINESS_ERRORS: dict[str, type[HubsyncError]] = {
     "journalInexistant": UnknownJournal,
     "ecritureDesequilibree": UnbalancedEntry,
     "compteInexistant": UnknownAccount,
+    "analytiqueCleRepartitionInexistante": AnalyticSplitMissing,
+    "exerciceCloture": FiscalYearClosed,
+    "periodeMultiExercice": OutsideFiscalYears,
     "libelleTropLong": LabelTooLong,
     "numeroFactureNonActive": InvoiceNumberManagementOff,
-    "exerciceCloture": FiscalYearClosed,
     "donneesInvalides": InvalidEntryData,
     "codeTiersInvalide": SubsidiaryCodeInvalid,
     "codeTiersTropLong": SubsidiaryCodeTooLong,
     "authentificationInvalide": AuthenticationFailed,
+    "compteBloque": AccountLocked,
     "compteVerrouille": AccountLocked,
     "dossierIntrouvable": DossierNotFound,
 }
-
-
-def envelope_errors(body: Any) -> list[dict[str, str]]:
-    """The ``listeErreurs`` of an envelope, or an empty list."""
-    if isinstance(body, dict) and isinstance(body.get("listeErreurs"), list):
-        return [e for e in body["listeErreurs"] if isinstance(e, dict)]
-    return []
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        return None
+BUSINESS_ERRORS_FOLDED = {key.casefold(): cls for key, cls in BUSINESS_ERRORS.items()}
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -239,50 +306,90 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def error_from_response(response: httpx.Response, *, write: bool = False, ged: bool = False) -> HubsyncError:
-    """Sort an answer that is not a success into the error tree."""
+def is_session_lost(response: httpx.Response) -> bool:
+    """ACD's answer to a dossier call on a token with no dossier open."""
+    return response.status_code >= 500 and SESSION_NOT_OPEN in response.content.decode("utf-8", "replace")
+
+
+def error_from_response(
+    response: httpx.Response, *, write: bool = False, ged: bool = False, entry: bool = False
+) -> HubsyncError:
+    """Sort an answer that is not a success: the envelope first (whatever the HTTP status), then the status.
+
+    ``write``: the call may have changed something (a 5xx then hides a possible commit); ``ged``: a GED route
+    (403 means rights, not sharing); ``entry``: the entry post (an unknown refusal is ``EntryRefused``).
+    """
     status = response.status_code
-    body = _json(response)
-    errors = envelope_errors(body)
-    code = errors[0].get("erreur") if errors else None
-    text = errors[0].get("description") if errors else None
+    body = parse_json(response.content)
+    code_retour, errors = envelope(body)
     route = response.request.url.path if response.request is not None else ""
-    detail = f"ACD answered {status}" + (f" {code}: {text}" if code else "") + f" on {route}"
+    key = errors[0][0] if errors else ""
+    words = "; ".join(f"{k}: {t}" if k else t for k, t in errors) if errors else plain_text(response.content)
+    detail = f"ACD answered {status} on {route}" + (f": {words}" if words else "")
+    retry_after = _retry_after(response)
     if status == 429:
-        return RateLimited(detail, status=status, code=code, retry_after=_retry_after(response))
+        return RateLimited(detail, status=status, code=key or None, retry_after=retry_after)
+    known = BUSINESS_ERRORS_FOLDED.get(key.casefold()) if key else None
+    if known is not None and status < 500:
+        return known(detail, status=status, code=key)
+    if errors and status < 500 and status not in (401, 403, 404, 413):
+        cls: type[HubsyncError] = EntryRefused if entry else AcdRefused
+        return cls(detail, status=status, code=key or None, hint=_unknown_hint(key, cls))
     if status >= 500:
-        if write and status not in (502, 503):
-            # 502/503 mean the firm's server is off (the contract); any other 5xx, a gateway timeout
-            # above all, can hide a write the server committed: look it up before writing again.
-            return PostOutcomeUnknown(detail, status=status, code=code, retry_after=_retry_after(response))
-        return ServerUnavailable(detail, status=status, code=code, retry_after=_retry_after(response))
+        if is_session_lost(response):
+            return SessionNotOpen(detail, status=status)
+        if write and status != 503:
+            # Only 503 says the request never ran; a 500 (a .NET failure, the database lost) or a gateway
+            # error may come after the server committed the write: look it up before writing again.
+            unknown = UploadOutcomeUnknown if ged else PostOutcomeUnknown
+            return unknown(detail, status=status, code=key or None, retry_after=retry_after)
+        return ServerUnavailable(detail, status=status, code=key or None, retry_after=retry_after)
     if status == 403:
-        cls: type[HubsyncError] = GedAccessDenied if ged else DossierNotShared
-        return cls(detail, status=status, code=code)
+        return (GedAccessDenied if ged else DossierNotShared)(detail, status=status, code=key or None)
     if status == 413:
-        return DocumentTooLarge(detail, status=status, code=code)
-    if code in BUSINESS_ERRORS:
-        return BUSINESS_ERRORS[code](detail, status=status, code=code)
-    if status == 404 and not errors:
+        return DocumentTooLarge(detail, status=status, code=key or None)
+    if status == 404:
+        lowered = words.casefold()
+        if "dossier" in lowered and "introuvable" in lowered:
+            return DossierNotFound(detail, status=status, code=key or None)
+        if ged and ("plan de classement" in lowered or "arborescence" in lowered):
+            return GedAccessDenied(detail, status=status, code=key or None)
         return NotAnISuiteServer(detail, status=status)
-    if status == 200 and body is not None and not errors and write:
-        return PostOutcomeUnknown(f"ACD answered 200 without its envelope on {route}", status=status)
-    if body is None or (status == 200 and not errors):
-        if write:
-            return PostOutcomeUnknown(f"ACD answered {status} with a body that is not JSON on {route}", status=status)
+    if status == 401:
+        return ServerUnavailable(f"{detail} (after a fresh login)", status=status, code=key or None)
+    if status in (200, 201):
+        if write and code_retour is None:
+            unknown = UploadOutcomeUnknown if ged else PostOutcomeUnknown
+            return unknown(f"ACD answered {status} without its envelope on {route}", status=status)
         return MalformedResponse(f"ACD answered {status} with a body that is not the expected JSON on {route}")
-    if status in (401, 408):
-        return ServerUnavailable(detail, status=status, code=code)
-    return UnexpectedAnswer(detail, status=status, code=code)
+    if status == 400 and not errors:
+        cls = EntryRefused if entry else AcdRefused
+        return cls(detail, status=status, hint=_unknown_hint("", cls))
+    if status == 408:
+        return AcdTimeout(detail, status=status)
+    if status == 409 and ged:
+        return UnexpectedAnswer(detail, status=status, code=key or "documentExisteDeja")
+    return UnexpectedAnswer(detail, status=status, code=key or None)
 
 
-def error_from_exception(exc: httpx.HTTPError, *, write: bool = False) -> HubsyncError:
+def _unknown_hint(key: str, cls: type[HubsyncError]) -> str:
+    what = f"a reason the hub does not know ({key})" if key else "a reason the hub does not know"
+    if cls is EntryRefused:
+        return (
+            f"ACD refused the entry with {what}: read ACD's own words in the message, correct the entry in the hub or "
+            "the ACD file, then replay."
+        )
+    return AcdRefused.default_hint.replace("a reason the hub does not know", what)
+
+
+def error_from_exception(exc: httpx.HTTPError, *, write: bool = False, ged: bool = False) -> HubsyncError:
     """Sort a transport failure: before the request went out it is a plain outage; after, a write is unknown."""
     where = str(exc.request.url.path) if _has_request(exc) else "ACD"
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return ServerUnavailable(f"cannot reach the ACD server ({type(exc).__name__}) on {where}")
     if write:
-        return PostOutcomeUnknown(f"the ACD server did not answer ({type(exc).__name__}) on {where}")
+        unknown = UploadOutcomeUnknown if ged else PostOutcomeUnknown
+        return unknown(f"the ACD server did not answer ({type(exc).__name__}) on {where}")
     if isinstance(exc, httpx.TimeoutException):
         return AcdTimeout(f"the ACD server took too long to answer on {where}")
     return ServerUnavailable(f"the connection to the ACD server broke ({type(exc).__name__}) on {where}")

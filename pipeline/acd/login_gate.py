@@ -37,7 +37,8 @@ def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
     def gate() -> Iterator[None]:
         timeout = settings().http_timeout_seconds
         try:
-            with store.lock(f"acd-login:{_key(creds)}", ttl_seconds=timeout + 10, wait_seconds=timeout + 5):
+            # a login and the session opened right after it: two calls, each up to the timeout
+            with store.lock(f"acd-login:{_key(creds)}", ttl_seconds=2 * timeout + 10, wait_seconds=timeout + 5):
                 if store.r.get(_refused_key(creds)) == fingerprint(creds.password):
                     raise AuthenticationFailed(
                         f"ACD refused API code {creds.api_code!r} with this password earlier; no new login is tried "

@@ -1,7 +1,9 @@
 """From a validated entry to the body of ACD's ``POST /compta/ecriture``.
 
 ACD keeps no external id, so every line's label ends with the entry's ACK code ``(#XXXX#)``; labels are
-cut to 50 characters with that code kept whole. Subsidiary codes are checked, never cut.
+always cut here to 50 characters with that code kept whole (ACD would cut a longer one silently, losing the
+code). An empty label is replaced by a useful one, never refused. Subsidiary codes are checked, never cut.
+The dossier is the session's: no ``CodeDossier`` is sent.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from typing import Any
 
 from pipeline.acd.client import amount
 from pipeline.acd.errors import SubsidiaryCodeInvalid, SubsidiaryCodeTooLong
-from pipeline.model import Counterparty, Entry
+from pipeline.model import Counterparty, Entry, Line
 
 LABEL_MAX_CHARS = 50
 SUBSIDIARY_MAX_CHARS = 13
 SUBSIDIARY_PREFIX = {"supplier": "F", "client": "C"}
+KIND_LABELS = {
+    "purchase": "Achat",
+    "sale": "Vente",
+    "expense_report": "Note de frais",
+    "bank_transaction": "Opération bancaire",
+}
 _ACK_TAG = re.compile(r"\s*\(#[A-Z0-9]{4}#\)\s*")
 _SPACES = re.compile(r"\s+")
 
@@ -68,29 +76,65 @@ def subsidiaries(entry: Entry) -> list[Counterparty]:
     return list(seen.values())
 
 
-def map_entry(entry: Entry, dossier: str, ack: str, ged_id: int | None) -> dict[str, Any]:
-    """The JSON body ACD expects for this entry."""
+def _printable(text: str | None) -> str:
+    if not text:
+        return ""
+    cleaned = "".join(" " if unicodedata.category(ch)[0] in ("C", "Z") else ch for ch in text)
+    return _SPACES.sub(" ", _ACK_TAG.sub(" ", cleaned)).strip()
+
+
+def fallback_label(entry: Entry) -> str:
+    """A useful label for an entry that has none: its counterparty and invoice number, else its kind and date."""
+    names = [line.counterparty.name or line.counterparty.code for line in entry.lines if line.counterparty]
+    parts = [p for p in (_printable(names[0]) if names else "", _printable(entry.invoice_number)) if p]
+    if parts:
+        return " ".join(parts)
+    return f"{KIND_LABELS.get(entry.kind, entry.kind)} du {entry.date:%d/%m/%Y}"
+
+
+def line_label(entry: Entry, line: Line, ack: str) -> str:
+    """The ``Libelle`` of one line: its own label, else the entry's, else a built one; cut, ACK code whole."""
+    text = _printable(line.label) or _printable(entry.label) or fallback_label(entry)
+    return cut_label(text, ack)
+
+
+def _analytics(line: Line) -> list[dict[str, Any]]:
+    debit = line.debit != 0
+    return [
+        {
+            "Section1": share.section,
+            "Debit": amount(share.amount) if debit else 0,
+            "Credit": 0 if debit else amount(share.amount),
+        }
+        for share in line.analytics
+    ]
+
+
+def map_entry(entry: Entry, ack: str, ged_id: int | str | None) -> dict[str, Any]:
+    """The JSON body ACD expects for this entry (``ReferenceGed`` as a string, ``""`` when there is no document)."""
     subsidiaries(entry)
     piece = entry.invoice_number or entry.id
+    reference_ged = "" if ged_id is None else str(ged_id)
     lines = []
     for line in entry.lines:
         body: dict[str, Any] = {
             "Jour": entry.date.day,
             "NumeroPiece": piece,
             "Compte": line.counterparty.code if line.counterparty is not None else line.account,
-            "Libelle": cut_label(line.label or entry.label, ack),
+            "Libelle": line_label(entry, line, ack),
             "Debit": amount(line.debit),
             "Credit": amount(line.credit),
+            "ReferenceGed": reference_ged,
         }
         if entry.invoice_number:
             body["NumeroFacture"] = entry.invoice_number
-        if ged_id is not None:
-            body["ReferenceGed"] = ged_id
+        if line.analytics:
+            body["Analytiques"] = _analytics(line)
         lines.append(body)
     return {
-        "CodeDossier": dossier,
         "Journal": entry.journal_code,
         "Mois": entry.date.month,
         "Annee": entry.date.year,
+        "ReferenceGed": reference_ged,
         "LignesEcriture": lines,
     }

@@ -1,10 +1,12 @@
-"""Reference data of each ACD dossier, kept in Redis: journals, chart of accounts, subsidiary accounts and
-GED tree, with the time of the last refresh. An entry is checked against it before any call to ACD, so
-that what ACD would refuse is refused here with a precise message, and nothing is posted in vain.
+"""Reference data of each ACD dossier, kept in Redis: journals (with their filing-plan folder), chart of
+accounts, client and supplier accounts (inactive and analytic ones noted), fiscal years and GED tree, with
+the time of the last refresh. An entry is checked against it before any call to ACD, so that what ACD would
+refuse is refused here with a precise message, and nothing is posted in vain.
 
-Keys, per dossier scope (``dossier_scope(url, dossier)``)::
+Keys, per dossier scope (``dossier_scope(server, dossier)``)::
 
-    hubsync:ref:acd:{scope}            hash: dossier, journals (JSON), ged_tree (JSON), refreshed_at
+    hubsync:ref:acd:{scope}            hash: dossier, journals, fiscal_years, filing_plans, ged_tree, inactive,
+                                       analytic (JSON), refreshed_at
     hubsync:ref:acd:{scope}:generaux   set of general account codes
     hubsync:ref:acd:{scope}:tiers      set of client (C…) and supplier (F…) account codes
 """
@@ -17,15 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pipeline.acd.answers import as_bool, ci_get
 from pipeline.acd.client import AcdClient
 from pipeline.acd.errors import (
     AccountLocked,
     AuthenticationFailed,
     EntryRefused,
+    FiscalYearClosed,
+    InactiveAccount,
     InvoiceNumberManagementOff,
+    NotAnISuiteServer,
+    OutsideFiscalYears,
+    UnexpectedAnswer,
     UnknownAccount,
     UnknownJournal,
 )
+from pipeline.acd.fec import FiscalYear, fec_year, fiscal_year_of, parse_fiscal_years
 from pipeline.errors import HubsyncError
 from pipeline.model import Entry
 from pipeline.store import LockBusy, P, Store, now
@@ -34,11 +43,13 @@ if TYPE_CHECKING:
     from pipeline.acd.steps import AcdContext
 
 T = TypeVar("T")
+ROUTE_MISSING = (NotAnISuiteServer, UnexpectedAnswer)
+"""What a route this server does not serve answers (404 page, 405): optional reference data is then unknown."""
 
 
-def dossier_scope(url: str, dossier: str) -> str:
+def dossier_scope(server: str, dossier: str) -> str:
     """The identity of an ACD dossier (server + code), in which ACK and subsidiary codes are unique."""
-    return hashlib.sha256(f"{url.rstrip('/')}|{dossier}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{server.rstrip('/')}|{dossier}".encode()).hexdigest()[:16]
 
 
 def _key(scope: str) -> str:
@@ -56,13 +67,18 @@ def _general_key(scope: str) -> str:
 
 @dataclass
 class Reference:
-    """What ACD holds for one dossier, as of ``refreshed_at``."""
+    """What ACD holds for one dossier, as of ``refreshed_at``. ``fiscal_years`` and ``filing_plans`` are None
+    when this server does not serve them (then nothing is checked against them)."""
 
     scope: str
     dossier: str
     journals: dict[str, dict[str, Any]] = field(default_factory=dict)
     general: set[str] = field(default_factory=set)
     subsidiaries: set[str] = field(default_factory=set)
+    inactive: set[str] = field(default_factory=set)
+    analytic: set[str] = field(default_factory=set)
+    fiscal_years: list[FiscalYear] | None = None
+    filing_plans: dict[str, dict[str, Any]] | None = None
     ged_tree: list[dict[str, Any]] = field(default_factory=list)
     refreshed_at: float = 0.0
 
@@ -80,36 +96,83 @@ class Reference:
         """Codes of the journals whose invoice-number management is off."""
         return sorted(code for code, j in self.journals.items() if j.get("NumeroFacture") is not True)
 
+    def folder_for(self, journal: str) -> int | None:
+        """The GED folder of ``journal``'s filing plan, or None when it has none (or none is known)."""
+        plan = (self.filing_plans or {}).get(journal)
+        return int(plan["Id"]) if plan else None
+
+    def fec_year(self, entry: Entry) -> int:
+        """The FEC year holding ``entry`` (the year its fiscal year ends)."""
+        return fec_year(entry.date, self.fiscal_years or [])
+
     def age_seconds(self) -> float:
         """How long ago this data was fetched from ACD."""
         return max(0.0, now() - self.refreshed_at)
 
 
 def _codes(items: list[dict[str, Any]]) -> set[str]:
-    return {str(item["Code"]) for item in items if item.get("Code")}
+    return {str(code) for item in items if (code := ci_get(item, "Code"))}
 
 
-def fetch(client: AcdClient, dossier: str, url: str | None = None, call: Callable[..., Any] | None = None) -> Reference:
-    """Read every piece of a dossier's reference data from ACD (five GETs); stores nothing."""
+def _flagged(items: list[dict[str, Any]], flag: str) -> set[str]:
+    return {str(code) for item in items if (code := ci_get(item, "Code")) and as_bool(ci_get(item, flag))}
+
+
+def _journal(item: dict[str, Any]) -> dict[str, Any]:
+    """A journal with the contract's property names, whatever case the server used; any ``Nature`` is kept."""
+    return {
+        "Code": str(ci_get(item, "Code")),
+        "Libelle": str(ci_get(item, "Libelle") or ""),
+        "Nature": str(ci_get(item, "Nature") or ""),
+        "TypeDeSaisie": ci_get(item, "TypeDeSaisie"),
+        "CompteDeTresorerie": ci_get(item, "CompteDeTresorerie"),
+        "NumeroFacture": as_bool(ci_get(item, "NumeroFacture")),
+    }
+
+
+def fetch(client: AcdClient, scope: str, call: Callable[..., Any] | None = None) -> Reference:
+    """Read every piece of a dossier's reference data from ACD; stores nothing."""
 
     def plain(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
     run = call or plain
-    journals = run(client.journals, dossier)
-    general = run(client.accounts, dossier, "generaux")
-    clients = run(client.accounts, dossier, "clients")
-    suppliers = run(client.accounts, dossier, "fournisseurs")
-    ged_tree = run(client.ged_tree, dossier)
+    journals = [_journal(j) for j in run(client.journals) if ci_get(j, "Code")]
+    general = run(client.accounts, "generaux")
+    clients = run(client.accounts, "clients")
+    suppliers = run(client.accounts, "fournisseurs")
+    try:
+        fiscal_years: list[FiscalYear] | None = parse_fiscal_years(run(client.fiscal_years))
+    except ROUTE_MISSING:
+        fiscal_years = None
+    plans: dict[str, dict[str, Any]] | None = {}
+    for journal in journals:
+        try:
+            plan = run(client.filing_plan, journal["Code"])
+        except ROUTE_MISSING:
+            plans = None
+            break
+        if plan is not None and plans is not None:
+            plans[journal["Code"]] = plan
+    ged_tree = run(client.ged_tree)
+    everything = general + clients + suppliers
     return Reference(
-        scope=dossier_scope(url or client.creds.url, dossier),
-        dossier=dossier,
-        journals={str(j["Code"]): j for j in journals if j.get("Code")},
+        scope=scope,
+        dossier=client.dossier or "",
+        journals={j["Code"]: j for j in journals},
         general=_codes(general),
         subsidiaries=_codes(clients) | _codes(suppliers),
+        inactive=_flagged(everything, "CptInactif"),
+        analytic=_flagged(everything, "ActivationAnalytique"),
+        fiscal_years=fiscal_years,
+        filing_plans=plans,
         ged_tree=ged_tree,
         refreshed_at=now(),
     )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def save(store: Store, ref: Reference) -> None:
@@ -120,12 +183,17 @@ def save(store: Store, ref: Reference) -> None:
         pipe.sadd(_general_key(ref.scope), *sorted(ref.general))
     if ref.subsidiaries:
         pipe.sadd(tiers_key(ref.scope), *sorted(ref.subsidiaries))
+    years = None if ref.fiscal_years is None else [y.to_dict() for y in ref.fiscal_years]
     pipe.hset(
         _key(ref.scope),
         mapping={
             "dossier": ref.dossier,
-            "journals": json.dumps(ref.journals, separators=(",", ":")),
-            "ged_tree": json.dumps(ref.ged_tree, separators=(",", ":")),
+            "journals": _dumps(ref.journals),
+            "ged_tree": _dumps(ref.ged_tree),
+            "fiscal_years": _dumps(years),
+            "filing_plans": _dumps(ref.filing_plans),
+            "inactive": _dumps(sorted(ref.inactive)),
+            "analytic": _dumps(sorted(ref.analytic)),
             "refreshed_at": ref.refreshed_at,
         },
     )
@@ -141,12 +209,17 @@ def load(store: Store, scope: str) -> Reference | None:
     meta, general, tiers = pipe.execute()
     if not meta or not meta.get("refreshed_at"):
         return None
+    years = json.loads(meta.get("fiscal_years") or "null")
     return Reference(
         scope=scope,
         dossier=meta.get("dossier", ""),
         journals=json.loads(meta.get("journals") or "{}"),
         general=set(general),
         subsidiaries=set(tiers),
+        inactive=set(json.loads(meta.get("inactive") or "[]")),
+        analytic=set(json.loads(meta.get("analytic") or "[]")),
+        fiscal_years=None if years is None else [FiscalYear.from_dict(y) for y in years],
+        filing_plans=json.loads(meta.get("filing_plans") or "null"),
         ged_tree=json.loads(meta.get("ged_tree") or "[]"),
         refreshed_at=float(meta["refreshed_at"]),
     )
@@ -168,22 +241,37 @@ def add_subsidiary(store: Store, scope: str, code: str) -> None:
     store.r.sadd(tiers_key(scope), code)
 
 
-def refresh(
-    store: Store, source: AcdContext | AcdClient, url: str | None = None, dossier: str | None = None
-) -> Reference:
-    """Fetch a dossier's reference data from ACD and store it; ``source`` is a step context or a client."""
-    if isinstance(source, AcdClient):
-        if dossier is None:
-            raise ValueError("refresh with a client needs the dossier code")
-        ref = fetch(source, dossier, url)
-    else:
-        ref = fetch(source.client, source.dossier, source.url, source.call)
+def refresh(store: Store, client: AcdClient, scope: str, call: Callable[..., Any] | None = None) -> Reference:
+    """Fetch a dossier's reference data from ACD (through ``call``, e.g. the firm's breaker) and store it."""
+    ref = fetch(client, scope, call)
     save(store, ref)
     return ref
 
 
+def refresh_context(store: Store, ctx: AcdContext) -> Reference:
+    """Refresh the reference data of a step context's dossier."""
+    return refresh(store, ctx.client, ctx.scope, ctx.call)
+
+
+def _unknown_accounts(entry: Entry, ref: Reference) -> None:
+    accounts = [line.account for line in entry.lines if line.counterparty is None]
+    unknown = list(dict.fromkeys(a for a in accounts if a not in ref.general))
+    if not unknown:
+        return
+    if not ref.general:
+        message = (
+            f"account {', '.join(unknown)} cannot be used: the chart of accounts of ACD dossier {ref.dossier} is empty"
+        )
+    elif len(unknown) == 1:
+        message = f"account {unknown[0]} is not in the chart of accounts of ACD dossier {ref.dossier}"
+    else:
+        message = f"accounts {', '.join(unknown)} are not in the chart of accounts of ACD dossier {ref.dossier}"
+    raise UnknownAccount(message, code="compteInexistant")
+
+
 def check_entry(entry: Entry, ref: Reference) -> None:
-    """Refuse what ACD would refuse about journal, accounts and invoice number, naming what is wrong."""
+    """Refuse what ACD would refuse (journal, accounts, inactive accounts, invoice number, fiscal year), naming
+    what is wrong. Analytic accounts are not checked: ACD may hold an automatic split key no route shows."""
     journal = ref.journals.get(entry.journal_code)
     if journal is None:
         known = ", ".join(sorted(ref.journals)) or "none"
@@ -191,25 +279,35 @@ def check_entry(entry: Entry, ref: Reference) -> None:
             f"journal {entry.journal_code!r} does not exist in ACD dossier {ref.dossier} (its journals: {known})",
             code="journalInexistant",
         )
-    accounts = [line.account for line in entry.lines if line.counterparty is None]
-    unknown = list(dict.fromkeys(a for a in accounts if a not in ref.general))
-    if unknown:
-        if not ref.general:
-            message = (
-                f"account {', '.join(unknown)} cannot be used: the chart of accounts of ACD dossier {ref.dossier} "
-                "is empty"
-            )
-        elif len(unknown) == 1:
-            message = f"account {unknown[0]} is not in the chart of accounts of ACD dossier {ref.dossier}"
-        else:
-            message = f"accounts {', '.join(unknown)} are not in the chart of accounts of ACD dossier {ref.dossier}"
-        raise UnknownAccount(message, code="compteInexistant")
+    _unknown_accounts(entry, ref)
+    used = [line.counterparty.code if line.counterparty is not None else line.account for line in entry.lines]
+    inactive = list(dict.fromkeys(code for code in used if code in ref.inactive))
+    if inactive:
+        raise InactiveAccount(
+            f"account {', '.join(inactive)} is inactive in ACD dossier {ref.dossier} (CptInactif): no entry may use it",
+            code="compteInexistant",
+        )
     if entry.invoice_number and journal.get("NumeroFacture") is not True:
         raise InvoiceNumberManagementOff(
             f"the entry carries invoice number {entry.invoice_number!r} but invoice-number management is off on "
             f"journal {entry.journal_code} of ACD dossier {ref.dossier}",
             code="numeroFactureNonActive",
         )
+    if ref.fiscal_years is not None:
+        held = fiscal_year_of(entry.date, ref.fiscal_years)
+        if held is None:
+            spans = ", ".join(f"{y.start:%d/%m/%Y}-{y.end:%d/%m/%Y}" for y in ref.fiscal_years) or "none"
+            raise OutsideFiscalYears(
+                f"the entry's date {entry.date:%d/%m/%Y} is in no fiscal year of ACD dossier {ref.dossier} "
+                f"(its fiscal years: {spans})",
+                code="periodeMultiExercice",
+            )
+        if held.closed:
+            raise FiscalYearClosed(
+                f"the entry's date {entry.date:%d/%m/%Y} is in the fiscal year {held.start:%d/%m/%Y}-"
+                f"{held.end:%d/%m/%Y} of ACD dossier {ref.dossier}, which is closed",
+                code="exerciceCloture",
+            )
 
 
 # Per process: the last reference data loaded for each dossier, reused while its refreshed_at is unchanged, so
@@ -244,9 +342,9 @@ def _refresh_once(store: Store, ctx: AcdContext, since: float) -> Reference:
             ref = load(store, ctx.scope)
             if ref is not None and ref.refreshed_at > since:
                 return ref
-            return refresh(store, ctx)
+            return refresh_context(store, ctx)
     except LockBusy:
-        return refresh(store, ctx)
+        return refresh_context(store, ctx)
 
 
 def check_with_refresh(store: Store, ctx: AcdContext, entry: Entry) -> Reference:
@@ -292,7 +390,7 @@ def refresh_connections(store: Store, client_file_id: str | None = None) -> list
         dossier = str(conn.params.get("dossier", ""))
         try:
             ctx = context(store, conn.client_file_id)
-            ref = done.get(ctx.scope) or refresh(store, ctx)
+            ref = done.get(ctx.scope) or refresh_context(store, ctx)
         except HubsyncError as exc:
             if isinstance(exc, AuthenticationFailed | AccountLocked) and exc.status in (401, 423):
                 store.set_connection_status(conn.client_file_id, PROVIDER, "auth_failed", exc.error_class)

@@ -1,36 +1,45 @@
-"""The ACD chain: fetch supporting documents → rename and upload them to the GED → map the entry (creating
-missing subsidiary accounts) → post it → confirm it by its ACK code.
+"""The ACD chain: fetch supporting documents → rename and upload them to the GED (the journal's filing-plan
+folder) → map the entry (creating missing subsidiary accounts) → post it → confirm it in the dossier's FEC.
 
 Each step reads the record, does only what is not done yet, and writes its progress back, so it can run
-again on any worker after a crash, a retry or a replay without doing anything twice.
+again on any worker after a crash, a retry or a replay without doing anything twice. Every call goes
+through a client bound to the record's dossier (its own token, its own session).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline import documents, runtime
-from pipeline.acd import reference
+from pipeline.acd import fec, reference
+from pipeline.acd.answers import as_int, ci_get
 from pipeline.acd.client import AcdClient, AcdCredentials
 from pipeline.acd.errors import (
     AccountLocked,
     AcdTimeout,
     AuthenticationFailed,
+    FecUnavailable,
     MalformedResponse,
     NotYetConfirmed,
+    PostKeepsFailing,
     PostOutcomeUnknown,
     ServerUnavailable,
+    UploadOutcomeUnknown,
 )
 from pipeline.acd.login_gate import login_gate
 from pipeline.acd.mapping import ack_tag, map_entry, subsidiaries
 from pipeline.acd.reference import dossier_scope
+from pipeline.acd.tokens import TokenStore
 from pipeline.breaker import Breaker
 from pipeline.config import settings
-from pipeline.errors import Deferred, HubsyncError, NoConnection, PermanentError
+from pipeline.errors import Deferred, HubsyncError, NoConnection, OutcomeUnknown, PermanentError
 from pipeline.model import Event
 from pipeline.secrets import unseal
 from pipeline.store import LockBusy, Record, Store, now
@@ -41,15 +50,16 @@ log = logging.getLogger(__name__)
 PROVIDER = "acd"
 STEPS = ("fetch", "rename", "map", "post", "confirm")
 T = TypeVar("T")
-BREAKER_ERRORS = (ServerUnavailable, AcdTimeout, MalformedResponse, PostOutcomeUnknown)
+BREAKER_ERRORS = (ServerUnavailable, AcdTimeout, MalformedResponse, PostOutcomeUnknown, UploadOutcomeUnknown)
+UNKNOWN_OUTCOME_MARGIN_SECONDS = 1.0
 
 
 class EntryNotFoundAfterPost(PermanentError):
-    """ACD acknowledged the entry but it cannot be found by its ACK code."""
+    """ACD acknowledged the entry but its FEC does not hold its ACK code."""
 
     default_hint = (
-        "ACD answered that the entry was created, yet no entry carries its ACK code. Check the dossier in ACD "
-        "(was the entry deleted or its label edited?); replay confirms again, it never posts twice."
+        "ACD answered that the entry was created, yet no entry of the dossier's FEC carries its ACK code. Check the "
+        "dossier in ACD (was the entry deleted or its label edited?); replay confirms again, it never posts twice."
     )
 
 
@@ -60,14 +70,10 @@ class AcdContext:
     store: Store
     client: AcdClient
     dossier: str
-    url: str
+    scope: str
+    api_base: str
     ged_folder: int
     breaker: Breaker
-
-    @property
-    def scope(self) -> str:
-        """The ACD dossier's identity, in which ACK codes and subsidiary codes are unique."""
-        return dossier_scope(self.url, self.dossier)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ACD through the firm's circuit breaker."""
@@ -83,9 +89,40 @@ class AcdContext:
         self.breaker.success()
         return result
 
+    def fetch_fec(self, year: int) -> str:
+        """Read the dossier's FEC of ``year`` (with the long FEC timeout)."""
+        return self.call(self.client.fec, year, settings().acd_fec_timeout_seconds)
 
-def context(store: Store, client_file_id: str) -> AcdContext:
-    """Build the context of a client file's ACD connection, without any network call."""
+
+def api_base_of(params: dict[str, Any]) -> str:
+    """The API base a connection speaks to (connections made before discovery used ``{url}/api``)."""
+    base = params.get("api_base") or str(params.get("url", "")).rstrip("/") + "/api"
+    return str(base).rstrip("/")
+
+
+def scope_of(params: dict[str, Any]) -> str:
+    """The dossier scope of a connection: kept from its first connect, so ACK codes stay unique in the dossier."""
+    return str(params.get("scope") or dossier_scope(str(params.get("url", "")), str(params.get("dossier", ""))))
+
+
+def breaker_name(params: dict[str, Any]) -> str:
+    """The circuit breaker of the firm's server."""
+    return f"acd:{api_base_of(params).casefold()}"
+
+
+_TOKENS: weakref.WeakKeyDictionary[Store, TokenStore] = weakref.WeakKeyDictionary()
+
+
+def tokens(store: Store) -> TokenStore:
+    """This process's view of the shared tokens (one per store, so its copies live as long as the process)."""
+    found = _TOKENS.get(store)
+    if found is None:
+        found = _TOKENS.setdefault(store, TokenStore(store))
+    return found
+
+
+def credentials(store: Store, client_file_id: str) -> tuple[AcdCredentials, dict[str, Any]]:
+    """A client file's ACD credentials (password unsealed) and connection parameters."""
     conn = store.connection(client_file_id, PROVIDER)
     if conn is None:
         raise NoConnection(f"client file {client_file_id} has no ACD connection")
@@ -95,17 +132,27 @@ def context(store: Store, client_file_id: str) -> AcdContext:
             "no new login is tried until it is connected again"
         )
     p = conn.params
-    creds = AcdCredentials(url=p["url"], cnx=p["cnx"], api_code=p["api_code"], password=unseal(conn.sealed_secret))
+    creds = AcdCredentials(
+        api_base=api_base_of(p), cnx=p["cnx"], api_code=p["api_code"], password=unseal(conn.sealed_secret)
+    )
+    return creds, p
+
+
+def context(store: Store, client_file_id: str) -> AcdContext:
+    """Build the context of a client file's ACD connection, without any network call."""
+    creds, p = credentials(store, client_file_id)
     s = settings()
+    dossier = str(p["dossier"])
     return AcdContext(
         store=store,
-        client=AcdClient(runtime.http(PROVIDER), creds, gate=login_gate(store, creds)),
-        dossier=p["dossier"],
-        url=p["url"],
+        client=AcdClient(runtime.http(PROVIDER), creds, dossier, tokens(store), gate=login_gate(store, creds)),
+        dossier=dossier,
+        scope=scope_of(p),
+        api_base=creds.api_base,
         ged_folder=int(p.get("ged_folder", 0)),
         breaker=Breaker(
             store,
-            f"acd:{creds.url.rstrip('/')}",
+            breaker_name(p),
             threshold=s.breaker_threshold,
             cooldown_seconds=s.breaker_cooldown_seconds,
             probe_ttl_seconds=s.http_timeout_seconds + 5,
@@ -171,13 +218,35 @@ def fetch(store: Store, rec: Record) -> None:
         )
 
 
+def _found_in_ged(ctx: AcdContext, rec: Record, doc_id: str, name: str) -> int | None:
+    """After an upload whose answer was lost: the document's id if the GED holds it (a second copy is never
+    sent when the first landed); None when it is not there, or when the server cannot be asked."""
+    found = ctx.call(ctx.client.find_documents, name)
+    if found is None:
+        note = (
+            f"document {name} may be stored twice in the GED: an answer was lost and this server cannot list documents"
+        )
+        ctx.store.update_doc(rec.id, doc_id, note=note)
+        ctx.store.add_attempt(rec.id, {"step": "rename", "outcome": "possible_second_copy", "name": name})
+        return None
+    ids = sorted(i for d in found if (i := as_int(ci_get(d, "Id"))) is not None)
+    if not ids:
+        return None
+    if len(ids) > 1:
+        ctx.store.update_doc(rec.id, doc_id, note=f"the GED holds {len(ids)} copies of {name}: ids {ids}")
+    ctx.store.add_attempt(rec.id, {"step": "rename", "outcome": "found_in_ged", "name": name, "ged_id": ids[0]})
+    return ids[0]
+
+
 def rename(store: Store, rec: Record) -> None:
-    """Give the entry its ACK code and every document its unique name, and upload them to the GED."""
+    """Give the entry its ACK code and every document its unique name, and upload them into the GED folder of
+    the journal's filing plan (the root when it has none)."""
     ctx = context(store, rec.client_file_id)
     ack = rec.ack or store.allocate_ack(f"acd:{ctx.scope}", rec.id)
     if rec.ack != ack:
         store.update(rec.id, ack=ack)
     event = _event(rec)
+    folder: int | None = None
     for doc in event.documents:
         meta = rec.docs.get(doc.id) or {}
         if meta.get("ged_id") is not None:
@@ -185,22 +254,28 @@ def rename(store: Store, rec: Record) -> None:
         if not meta.get("sha256"):
             raise Deferred(f"document {doc.id} is not fetched yet", retry_after=1.0)
         name = documents.unique_name(ack, event.entry.id, doc.id, meta["sha256"], doc.filename, meta["content_type"])
+        if meta.get("upload_started_at"):
+            ged_id = _found_in_ged(ctx, rec, doc.id, name)
+            if ged_id is not None:
+                store.update_doc(rec.id, doc.id, name=name, ged_id=ged_id, upload_started_at=None)
+                continue
+        if folder is None:
+            ref = reference.current(store, ctx)
+            planned = ref.folder_for(event.entry.journal_code)
+            folder = planned if planned is not None else ctx.ged_folder
         path = _ensure_spooled(store, rec, doc.id, doc.url)
+        store.update_doc(rec.id, doc.id, name=name, folder=folder, upload_started_at=now())
         try:
-            ged_id = ctx.call(ctx.client.upload_document, ctx.dossier, ctx.ged_folder, name, path, meta["content_type"])
+            ged_id = ctx.call(ctx.client.upload_document, folder, name, path, meta["content_type"])
+        except OutcomeUnknown:
+            raise
         except HubsyncError as exc:
-            if exc.code != "documentExisteDeja":
+            if (exc.code or "") == "documentExisteDeja" and (found := _found_in_ged(ctx, rec, doc.id, name)):
+                ged_id = found
+            else:
+                store.update_doc(rec.id, doc.id, upload_started_at=None)
                 raise
-            ged_id = _find_document(ctx, name)
-        store.update_doc(rec.id, doc.id, name=name, ged_id=ged_id)
-
-
-def _find_document(ctx: AcdContext, name: str) -> int:
-    for item in ctx.call(ctx.client.find_documents, ctx.dossier, name):
-        if item.get("Nom") == name and isinstance(item.get("Id"), int):
-            found: int = item["Id"]
-            return found
-    raise MalformedResponse(f"ACD says {name} exists in the GED but does not list it")
+        store.update_doc(rec.id, doc.id, ged_id=ged_id, upload_started_at=None)
 
 
 def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool:
@@ -214,7 +289,7 @@ def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool
         ):
             if reference.has_subsidiary(ctx.store, ctx.scope, code):
                 return False
-            created = ctx.call(ctx.client.create_account, ctx.dossier, kind, code, label)
+            created = ctx.call(ctx.client.create_account, kind, code, label)
             reference.add_subsidiary(ctx.store, ctx.scope, code)
             return created
     except LockBusy as exc:
@@ -236,103 +311,153 @@ def map_step(store: Store, rec: Record) -> None:
         (rec.docs[d.id]["ged_id"] for d in event.documents if rec.docs.get(d.id, {}).get("ged_id") is not None),
         None,
     )
-    payload = map_entry(event.entry, ctx.dossier, rec.ack, ged_id)
-    store.update(rec.id, payload=payload)
+    store.update(rec.id, payload=map_entry(event.entry, rec.ack, ged_id))
 
 
-def find_by_ack(ctx: AcdContext, payload: dict[str, Any], ack: str) -> list[dict[str, Any]]:
-    """The entries of the dossier carrying this ACK code at the end of their labels."""
-    tag = ack_tag(ack)
-    found = ctx.call(
-        ctx.client.find_entries, ctx.dossier, tag, payload.get("Journal"), payload.get("Annee"), payload.get("Mois")
-    )
-    return [
-        e
-        for e in found
-        if any(
-            str(line.get("Libelle", "")).endswith(tag)
-            for line in e.get("LignesEcriture") or []
-            if isinstance(line, dict)
-        )
-    ]
+# -- post and confirm: both find the entry again in the FEC ----------------------------------------------
+
+
+def _entry_date(payload: dict[str, Any]) -> date:
+    lines = payload.get("LignesEcriture") or [{}]
+    return date(int(payload["Annee"]), int(payload["Mois"]), int(lines[0].get("Jour") or 1))
+
+
+def _fec_years(store: Store, ctx: AcdContext, payload: dict[str, Any]) -> fec.FecYears:
+    ref = reference.current(store, ctx)
+    return fec.fec_years(_entry_date(payload), ref.fiscal_years)
+
+
+def _lookup(store: Store, ctx: AcdContext, rec: Record, conclusive_from: float) -> list[str]:
+    """The entry's EcritureNum(s) in the FEC (shared read); ``[]`` when a conclusive read misses it."""
+    assert rec.payload is not None and rec.ack is not None
+    where = _fec_years(store, ctx, rec.payload)
+    try:
+        return fec.lookup(store, ctx.scope, rec.id, rec.ack, where, conclusive_from, ctx.fetch_fec)
+    except FecUnavailable:
+        # the dossier's fiscal years may have changed since they were read: read them again for the next look
+        reference.refresh_context(store, ctx)
+        raise
+
+
+def _unknown_since(rec: Record) -> float:
+    """From when a FEC is conclusive about a post whose outcome is unknown: the server may have gone on with
+    it until the client's timeout, and a committed entry takes the index lag to reach the FEC."""
+    s = settings()
+    assert rec.post_started_at is not None
+    return rec.post_started_at + s.http_timeout_seconds + s.acd_index_lag_seconds + UNKNOWN_OUTCOME_MARGIN_SECONDS
+
+
+def _mark_found(store: Store, rec: Record, numbers: list[str], outcome: str) -> None:
+    """The FEC holds the entry: it is posted (and the confirm step will see it at once)."""
+    if len(numbers) > 1:
+        _note_copies(store, rec, numbers)
+    store.update(rec.id, provider_id=numbers[0], posted_at=now(), post_started_at=None, state="posted")
+    store.add_attempt(rec.id, {"step": "post", "outcome": outcome, "provider_id": numbers[0]})
+
+
+def _note_copies(store: Store, rec: Record, numbers: list[str]) -> None:
+    log.error("entry %s has %d copies in ACD (EcritureNum %s)", rec.id, len(numbers), ", ".join(numbers))
+    store.update(rec.id, note=f"ACD holds {len(numbers)} copies: EcritureNum {', '.join(numbers)}")
 
 
 def post(store: Store, rec: Record) -> None:
-    """Post the entry once: after any attempt whose outcome is unknown, look it up by ACK code first."""
-    if rec.provider_id:
+    """Post the entry once: after any attempt whose outcome is unknown, look it up in the FEC first."""
+    if rec.posted_at or rec.provider_id:
         return
     if rec.payload is None or rec.ack is None:
         raise Deferred("the entry is not mapped yet", retry_after=1.0)
     ctx = context(store, rec.client_file_id)
     s = settings()
+    if rec.post_started_at is not None:
+        # Outside the post lock: a FEC read can take long, and it is shared with the dossier's other entries.
+        found = _lookup(store, ctx, rec, _unknown_since(rec))
+        if found:
+            with _post_lock(store, rec):
+                fresh = store.record(rec.id) or rec
+                if not fresh.posted_at:
+                    _mark_found(store, fresh, found, "found_in_fec")
+            return
+    with _post_lock(store, rec):
+        fresh = store.record(rec.id) or rec
+        if fresh.posted_at or fresh.provider_id:
+            return
+        if fresh.post_started_at is not None:
+            if rec.post_started_at != fresh.post_started_at:
+                raise Deferred("the entry was sent again meanwhile; looking it up first", retry_after=1.0)
+            known = fec.outcome(store, rec.id)
+            if known is None or known.found or known.checked_at < _unknown_since(fresh):
+                raise Deferred("the FEC has not been read since the unknown outcome", retry_after=1.0)
+            reposts = int(store.fields(rec.id, "reposts")[0] or 0) + 1
+            last = (fresh.last_error or {}).get("message", "")
+            store.add_attempt(
+                rec.id, {"step": "post", "outcome": "not_in_fec", "message": "not in the FEC: sent again"}
+            )
+            if reposts > s.acd_max_reposts:
+                store.update(rec.id, reposts=None)  # a replay starts a fresh count
+                raise PostKeepsFailing(
+                    f"the entry was sent {reposts} times and never landed (each time absent from the FEC); "
+                    f"ACD's last answer: {last or 'none'}"
+                )
+            store.update(rec.id, reposts=reposts)
+        store.update(rec.id, post_started_at=now())
+        try:
+            ctx.call(ctx.client.post_entry, fresh.payload)
+        except OutcomeUnknown:
+            raise
+        except HubsyncError:
+            store.update(rec.id, post_started_at=None)
+            raise
+        store.update(rec.id, posted_at=now(), post_started_at=None, state="posted")
+        store.add_attempt(rec.id, {"step": "post", "outcome": "posted"})
+
+
+@contextlib.contextmanager
+def _post_lock(store: Store, rec: Record) -> Iterator[None]:
+    """The record's post lock; ``Deferred`` when another worker holds it."""
+    lock = store.lock(f"post:{rec.id}", ttl_seconds=settings().http_timeout_seconds + 30)
     try:
-        with store.lock(f"post:{rec.id}", ttl_seconds=s.http_timeout_seconds + 30):
-            fresh = store.record(rec.id) or rec
-            if fresh.provider_id:
-                return
-            if fresh.post_started_at is not None:
-                # The earlier request may still be running on the server until our timeout hit, and a
-                # committed entry takes the indexing lag to become findable: only then is "not found" true.
-                settle = s.http_timeout_seconds + s.acd_index_lag_seconds + 1.0
-                wait = fresh.post_started_at + settle - now()
-                if wait > 0:
-                    raise Deferred(
-                        f"an earlier post may have landed; looking it up in {wait:.1f}s, once ACD indexed it",
-                        retry_after=wait,
-                    )
-                found = find_by_ack(ctx, rec.payload, rec.ack)
-                if found:
-                    _mark_posted(store, rec, found)
-                    return
-            store.update(rec.id, post_started_at=now())
-            try:
-                entry_id = ctx.call(ctx.client.post_entry, rec.payload)
-            except PostOutcomeUnknown:
-                raise
-            except HubsyncError:
-                store.update(rec.id, post_started_at=None)
-                raise
-            store.update(rec.id, provider_id=str(entry_id), posted_at=now(), post_started_at=None, state="posted")
-            store.add_attempt(rec.id, {"step": "post", "outcome": "posted", "provider_id": entry_id})
+        lock.__enter__()
     except LockBusy as exc:
         raise Deferred("another worker is posting this entry", retry_after=2.0) from exc
-
-
-def _mark_posted(store: Store, rec: Record, found: list[dict[str, Any]]) -> None:
-    ids = sorted(str(e.get("IdEcriture")) for e in found)
-    if len(ids) > 1:
-        log.error("entry %s has %d copies in ACD (IdEcriture %s)", rec.id, len(ids), ", ".join(ids))
-        store.update(rec.id, note=f"ACD holds {len(ids)} copies: IdEcriture {', '.join(ids)}")
-    store.update(rec.id, provider_id=ids[0], posted_at=now(), post_started_at=None, state="posted")
-    store.add_attempt(rec.id, {"step": "post", "outcome": "found_by_ack", "provider_id": ids[0]})
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def confirm(store: Store, rec: Record) -> None:
-    """Confirm the entry landed by finding it again by its ACK code (once ACD indexed it)."""
+    """Confirm the entry landed: find its ACK code in the dossier's FEC (a read shared with every waiting entry)."""
     if rec.confirmed_at:
         return
-    if not rec.provider_id or rec.payload is None or rec.ack is None:
+    if not (rec.posted_at or rec.provider_id) or rec.payload is None or rec.ack is None:
         raise Deferred("the entry is not posted yet", retry_after=1.0)
     s = settings()
     posted_at = rec.posted_at or now()
-    wait = posted_at + s.acd_index_lag_seconds - now()
-    if wait > 0:
-        raise Deferred(f"ACD indexes new entries within {s.acd_index_lag_seconds:.0f}s", retry_after=wait + 0.1)
+    conclusive_from = posted_at + s.acd_index_lag_seconds
     ctx = context(store, rec.client_file_id)
-    found = find_by_ack(ctx, rec.payload, rec.ack)
+    known = fec.outcome(store, rec.id)
+    if known is not None and not known.found and not known.error and known.checked_at >= conclusive_from:
+        # a conclusive read already missed it: only a newer one can tell more
+        if now() - posted_at > s.confirm_window_seconds:
+            raise EntryNotFoundAfterPost(
+                f"ACK code {ack_tag(rec.ack)} is not in the dossier's FEC {now() - posted_at:.0f}s after ACD took the "
+                "entry"
+            )
+        conclusive_from = known.checked_at + 0.001
+    found = _lookup(store, ctx, rec, conclusive_from)
     if not found:
         if now() - posted_at > s.confirm_window_seconds:
             raise EntryNotFoundAfterPost(
-                f"ACD entry {rec.provider_id} not found by ACK code {ack_tag(rec.ack)} "
-                f"{now() - posted_at:.0f}s after it was posted"
+                f"ACK code {ack_tag(rec.ack)} is not in the dossier's FEC {now() - posted_at:.0f}s after ACD took the "
+                "entry"
             )
-        raise NotYetConfirmed(f"ACK code {ack_tag(rec.ack)} not found yet", retry_after=1.0)
+        raise NotYetConfirmed(
+            f"ACK code {ack_tag(rec.ack)} not in the FEC yet", retry_after=s.acd_fec_min_interval_seconds
+        )
     if len(found) > 1:
-        ids = sorted(str(e.get("IdEcriture")) for e in found)
-        store.update(rec.id, note=f"ACD holds {len(ids)} copies: IdEcriture {', '.join(ids)}")
-        log.error("entry %s has %d copies in ACD", rec.id, len(found))
-    store.update(rec.id, confirmed_at=now(), state="confirmed")
-    store.add_attempt(rec.id, {"step": "confirm", "outcome": "confirmed", "provider_id": rec.provider_id})
+        _note_copies(store, rec, found)
+    store.update(rec.id, provider_id=found[0], confirmed_at=now(), state="confirmed")
+    store.add_attempt(rec.id, {"step": "confirm", "outcome": "confirmed", "provider_id": found[0]})
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Store, Record], None]] = {

@@ -21,7 +21,7 @@ from pipeline.breaker import Breaker
 from pipeline.deadletters import Enqueue, ReplayError, discard, replay
 from pipeline.redact import mask, mask_text
 from pipeline.schedule import JobStatus
-from pipeline.store import DeadLetter, Store
+from pipeline.store import DeadLetter, Record, Store
 
 CEGID = "cegid_loop"
 STATUSES = ("open", "closed")
@@ -140,7 +140,7 @@ def _labels(event: Any) -> list[str]:
 
 def search_text(dl: DeadLetter) -> str:
     """What the search box looks in: ids, the entry's labels and the error's text, lower-cased."""
-    parts = [dl.id, dl.entry_id, dl.record_id, dl.client_file_id, dl.error_class, dl.message, dl.hint]
+    parts = [dl.id, dl.entry_id, dl.event_id, dl.record_id, dl.client_file_id, dl.error_class, dl.message, dl.hint]
     parts += _labels(dl.event)
     if isinstance(dl.event, dict):
         parts.append(str(dl.event.get("event_id") or ""))
@@ -316,6 +316,15 @@ class Detail:
     hint: str
 
 
+def provider_id_text(rec: Record) -> str:
+    """The provider's id for a record: ACD's EcritureNum once its FEC shows the entry (ACD gives none back)."""
+    if rec.provider_id:
+        return f"EcritureNum {rec.provider_id}" if rec.provider == "acd" else rec.provider_id
+    if rec.provider == "acd" and rec.posted_at:
+        return "posted; not in the FEC yet"
+    return "-"
+
+
 def detail(store: Store, dl_id: str, flower_url: str = "") -> Detail | None:
     """One dead letter with its masked event, every attempt, its audit and its entry's state per provider."""
     dl = store.dead_letter(dl_id)
@@ -339,7 +348,7 @@ def detail(store: Store, dl_id: str, flower_url: str = "") -> Detail | None:
                     state=rec.state,
                     step=rec.step,
                     ack=f"(#{rec.ack}#)" if rec.ack else "-",
-                    provider_id=rec.provider_id or "-",
+                    provider_id=provider_id_text(rec),
                     attempts=rec.attempts_count,
                     dead_letter_id=rec.dead_letter_id or "",
                     next_retry_at=when(rec.next_retry_at),
@@ -455,7 +464,9 @@ def health(store: Store) -> list[Health]:
         states = all_states.get((provider, client_file)) or store.states(provider, client_file)
         breaker_state: dict[str, float | int | str] = {"state": "-", "failures": 0}
         if conn is not None and provider == "acd":
-            breaker_state = Breaker(store, f"acd:{conn.params.get('url', '').rstrip('/')}", 0, 0, 0).state()
+            from pipeline.acd.steps import breaker_name
+
+            breaker_state = Breaker(store, breaker_name(conn.params), 0, 0, 0).state()
         until = float(breaker_state.get("open_until") or 0)
         pending, next_export = exports.get(client_file, (None, "")) if provider == CEGID else (None, "")
         out.append(

@@ -15,6 +15,14 @@ Modes:
 - ``garbage``: 200 with a body that is not what the route promises (rotating: invalid JSON, a JSON object
   without the envelope, an HTML error page).
 - ``truncate``: do the work, send the headers and half of the body, then reset (a download cut short).
+- ``gateway``: the reverse proxy in front of a server that is off: 502 with an HTML page saying so.
+- ``backup``: the server's database is away (a backup): 500 with a plain-text sentence, no work done.
+- ``error_after_commit``: do the work, then answer 500 with a plain-text sentence (the outcome is unknown).
+- ``session_lost``: the app forgets the caller's server-side session, then answers normally (apps without
+  sessions: no effect).
+
+``text`` replaces the body text of ``gateway``, ``backup`` and ``error_after_commit``; a switch's ``texts``
+give each of those modes the words of the server it plays (the ACD sandbox's are French).
 """
 
 from __future__ import annotations
@@ -28,9 +36,25 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pipeline.sandbox.http import ConnectionAbort, HttpError, Request, Response, html_response, json_response
+from pipeline.sandbox.http import (
+    ConnectionAbort,
+    HttpError,
+    Request,
+    Response,
+    html_response,
+    json_response,
+    text_response,
+)
 
-FAULT_MODES = ("off", "status", "rate_limit", "slow", "drop_after_commit", "garbage", "truncate")
+FAULT_MODES = (
+    "off", "status", "rate_limit", "slow", "drop_after_commit", "garbage", "truncate",
+    "gateway", "backup", "error_after_commit", "session_lost",
+)  # fmt: skip
+DEFAULT_FAULT_TEXTS = {
+    "gateway": "Bad Gateway: the remote server returned an error",
+    "backup": "The database server is temporarily unreachable",
+    "error_after_commit": "An error has occurred.",
+}
 DEFAULT_FAULT_STATUS = 503
 DEFAULT_RETRY_AFTER_SECONDS = 1
 DEFAULT_DELAY_SECONDS = 1.0
@@ -63,6 +87,7 @@ class Fault:
     delay_seconds: float | None = None
     probability: float = 1.0
     method: str | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in FAULT_MODES:
@@ -79,6 +104,8 @@ class Fault:
             raise ValueError("probability must be between 0 and 1")
         if self.route is not None and not isinstance(self.route, str):
             raise ValueError("route must be a string")
+        if self.text is not None and not isinstance(self.text, str):
+            raise ValueError("text must be a string")
         if self.method is not None:
             if not isinstance(self.method, str):
                 raise ValueError("method must be a string")
@@ -108,23 +135,41 @@ class Fault:
             values["probability"] = 1.0
         return cls(**values)
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, *, ignore_case: bool = False, exact: bool = False) -> bool:
         """True when this fault applies to ``method path``.
 
-        ``route`` is a substring of the path that must end where a path segment ends, so
+        By default ``route`` is a substring of the path that must end where a path segment ends, so
         ``compta/ecriture`` hits ``/api/v1/compta/ecriture`` but not ``/api/v1/compta/ecritures/filtrer``.
+        With ``exact`` the path is a route name (``ged/documents``) and ``route`` must be that name (a leading
+        ``/``, ``api/`` or ``v1/`` aside), or end with ``/`` and begin it: ``ged/documents`` does not hit
+        ``ged/documents/filtrer``, ``ged/`` hits both.
         """
         if self.method is not None and self.method != method.upper():
             return False
         if not self.route:
             return True
-        start = path.find(self.route)
+        route = self.route.casefold() if ignore_case else self.route
+        if ignore_case:
+            path = path.casefold()
+        if exact:
+            return _route_name(route) == _route_name(path) or (
+                route.endswith("/") and _route_name(path).startswith(_route_name(route) + "/")
+            )
+        start = path.find(route)
         while start != -1:
-            end = start + len(self.route)
-            if end == len(path) or path[end] in "/?" or self.route.endswith("/"):
+            end = start + len(route)
+            if end == len(path) or path[end] in "/?" or route.endswith("/"):
                 return True
-            start = path.find(self.route, start + 1)
+            start = path.find(route, start + 1)
         return False
+
+
+def _route_name(route: str) -> str:
+    name = route.strip("/")
+    for prefix in ("api/", "v1/"):
+        if name.casefold().startswith(prefix):
+            name = name[len(prefix) :]
+    return name
 
 
 def _is_int(value: Any) -> bool:
@@ -136,13 +181,28 @@ def _is_number(value: Any) -> bool:
 
 
 class FaultSwitch:
-    """The active faults of one server, in order, thread-safe."""
+    """The active faults of one server, in order, thread-safe.
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    ``texts`` gives the body of the ``gateway``, ``backup`` and ``error_after_commit`` answers;
+    ``ignore_case`` matches fault routes whatever the case of the path (servers on IIS); ``exact_routes``
+    matches them as whole route names (see ``Fault.matches``).
+    """
+
+    def __init__(
+        self,
+        rng: random.Random | None = None,
+        *,
+        texts: Mapping[str, str] | None = None,
+        ignore_case: bool = False,
+        exact_routes: bool = False,
+    ) -> None:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._rng = rng or random.Random(0)
         self._garbage_served = 0
+        self._texts = {**DEFAULT_FAULT_TEXTS, **(texts or {})}
+        self._ignore_case = ignore_case
+        self._exact_routes = exact_routes
 
     def add(self, fault: Fault) -> None:
         """Activate ``fault`` after the ones already active (a copy is kept: its count runs down)."""
@@ -164,7 +224,7 @@ class FaultSwitch:
         """The fault that applies to this request, if any, counting it as used."""
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(method, path):
+                if not fault.matches(method, path, ignore_case=self._ignore_case, exact=self._exact_routes):
                     continue
                 if fault.probability < 1.0 and self._rng.random() >= fault.probability:
                     continue
@@ -210,6 +270,15 @@ class FaultSwitch:
             length = response.length()
             response.abort_after_bytes = max((length or 2) // 2, 1)
             return response
+        if fault.mode == "gateway":
+            return html_response(502, "Bad Gateway", fault.text or self._texts["gateway"])
+        if fault.mode == "backup":
+            return text_response(fault.text or self._texts["backup"], 500)
+        if fault.mode == "error_after_commit":
+            handle()
+            return text_response(fault.text or self._texts["error_after_commit"], 500)
+        if fault.mode == "session_lost":
+            return handle()
         raise AssertionError(f"unhandled fault mode {fault.mode}")  # pragma: no cover
 
 

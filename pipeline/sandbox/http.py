@@ -6,7 +6,8 @@ The pieces:
   refuse a large upload from its headers before reading a byte of it; response bodies may be an iterable of
   chunks (streamed, never built whole in memory).
 - ``Router``: method + path patterns with ``{name}`` parameters (``{name:path}`` takes the rest of the path),
-  and ``mount(prefix, app)`` to nest apps. Anything with ``handle(request) -> Response`` is an app.
+  and ``mount(prefix, app)`` to nest apps; ``ignore_case=True`` matches paths as IIS does, whatever their case.
+  Anything with ``handle(request) -> Response`` is an app.
 - ``ConnectionAbort``: raised by an app to drop the connection without a response (the client sees a reset),
   which is how sandboxes play a server that is off or that dies after committing.
 - ``HttpServer``: ``ThreadingHTTPServer`` with keep-alive, daemon threads, ``start()`` in a background thread
@@ -344,7 +345,9 @@ class Router:
         *,
         not_found: Handler = not_found_html,
         method_not_allowed: Callable[[Request, list[str]], Response] = method_not_allowed_html,
+        ignore_case: bool = False,
     ) -> None:
+        self._flags = re.IGNORECASE if ignore_case else 0
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
         self._by_pattern: dict[str, dict[str, Handler]] = {}
         self._mounts: list[tuple[str, re.Pattern[str], App]] = []
@@ -356,7 +359,7 @@ class Router:
         handlers = self._by_pattern.get(pattern)
         if handlers is None:
             handlers = self._by_pattern[pattern] = {}
-            self._routes.append((re.compile(f"^{_compile(pattern)}$"), handlers))
+            self._routes.append((re.compile(f"^{_compile(pattern)}$", self._flags), handlers))
         handlers[method.upper()] = handler
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
@@ -371,7 +374,7 @@ class Router:
     def mount(self, prefix: str, app: App) -> None:
         """Send every path under ``prefix`` (which may hold ``{params}``) to ``app``, prefix stripped."""
         prefix = "/" + prefix.strip("/")
-        regex = re.compile(f"^(?P<_prefix>{_compile(prefix)})(?P<_rest>/.*)?$")
+        regex = re.compile(f"^(?P<_prefix>{_compile(prefix)})(?P<_rest>/.*)?$", self._flags)
         self._mounts.append((prefix, regex, app))
         self._mounts.sort(key=lambda item: -len(item[0]))
 

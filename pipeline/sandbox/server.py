@@ -2,7 +2,9 @@
 
 Layout (one port):
 
-- ``/acd/{firm}/iSuiteExpert/api/v1/...``: the ACD i-Suite sandbox (``pipeline.acd.sandbox.AcdSandbox``);
+- ``/acd/{firm}/...``: the ACD i-Suite sandbox (``pipeline.acd.sandbox.AcdSandbox``): the browser's login page
+  at ``/acd/{firm}/iSuiteExpert``, the API under the firm's own root (``/acd/{firm}/CNX/api/v1/...``, or
+  ``/acd/{firm}/api/v1/...``: ``acd_api_url``);
 - ``/docs/{doc_id}``: the document store (``pipeline.sandbox.docstore.DocStore``);
 - ``/_sandbox/...``: the admin API, so that another process can flip fault switches and read state:
   ``GET health``, ``POST reset``, and each app's own admin routes under ``/_sandbox/{name}/...``.
@@ -129,8 +131,12 @@ class SandboxServer:
         return self._http.port
 
     def acd_url(self, firm: str) -> str:
-        """The i-Suite URL of a sandboxed firm, as an accountant would type it."""
-        return f"{self.url}/acd/{quote(firm, safe='')}/iSuiteExpert"
+        """The i-Suite URL of a sandboxed firm as an accountant sees it in the browser (not the API)."""
+        return f"{self.url}{self._acd.browser_path(firm)}"
+
+    def acd_api_url(self, firm: str) -> str:
+        """The API base URL of a sandboxed firm (routes add ``/v1/...``), e.g. ``http://…/acd/dupont/CNX/api``."""
+        return f"{self.url}{self._acd.api_base(firm)}"
 
     def docs_url(self, doc_id: str) -> str:
         """The URL of a document in the document store."""

@@ -3,8 +3,9 @@ processes.
 
 Each scenario gets its own bed, so a killed worker, a restarted Redis or a firm's server left off cannot leak
 into the next one, and ACK codes cannot collide with those of the rest of the suite. Entries go to three
-firms (dupont, martin, leroy), one client file each; the end of every scenario is a reconciliation of what
-was emitted against what the ACD sandbox holds, entry by entry, printed as one line.
+firms (dupont, martin, leroy), one client file each, or to several dossiers of one firm under its one API
+code; the end of every scenario is a reconciliation of what was emitted against what the ACD sandbox holds in
+every dossier, entry by entry, printed as one line: entries, landed, lost, duplicates, in a wrong dossier.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from bench.bed import Batch, Bed, percentile
+from bench.bed import TARGETS, Batch, Bed, percentile
 from pipeline.secrets import generate_key
 
-__all__ = ["Batch", "Bed", "assert_reconciled", "percentile"]
+__all__ = ["TARGETS", "Batch", "Bed", "assert_reconciled", "percentile"]
 
 ENTRIES = int(os.environ.get("HUBSYNC_FAULTS_ENTRIES", "180"))
 WORKERS = int(os.environ.get("HUBSYNC_FAULTS_WORKERS", "3"))
@@ -36,7 +37,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def assert_reconciled(result: dict[str, Any]) -> None:
-    """Nothing lost, nothing posted twice, dead letters only where the input deserved one."""
+    """Nothing in a wrong dossier, nothing lost, nothing posted twice, dead letters only where the input
+    deserved one."""
+    assert result["wrong_dossier"] == 0, result
     assert result["lost"] == 0, result
     assert result["duplicates"] == 0, result
     assert result["unexpected_dead"] == [], result
@@ -58,10 +61,21 @@ def make_bed(tmp_path: Path) -> Iterator[Callable[..., Bed]]:
     if added_key:
         os.environ["HUBSYNC_SECRET_KEY"] = generate_key()
 
-    def make(workers: int = WORKERS, visibility_seconds: float | None = None, env: dict[str, str] | None = None) -> Bed:
-        bed = Bed(tmp_path / f"bed{len(beds)}", visibility_seconds, env, report=_report)
+    def make(
+        workers: int = WORKERS,
+        visibility_seconds: float | None = None,
+        env: dict[str, str] | None = None,
+        targets: tuple[tuple[str, str], ...] = TARGETS,
+    ) -> Bed:
+        # FEC reads every 2 s rather than 5: the suite's batches are short, and settle sooner
+        bed = Bed(
+            tmp_path / f"bed{len(beds)}",
+            visibility_seconds,
+            {"HUBSYNC_ACD_FEC_MIN_INTERVAL_SECONDS": "2", **(env or {})},
+            report=_report,
+        )
         beds.append(bed)
-        bed.connect_firms()
+        bed.connect_firms(targets)
         if workers:
             bed.start_workers(workers, CONCURRENCY)
         return bed

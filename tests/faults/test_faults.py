@@ -1,9 +1,10 @@
-"""Nothing lost, nothing posted twice, under faults: several real workers, a few hundred entries, three firms.
+"""Nothing in a wrong dossier, nothing lost, nothing posted twice, under faults: several real workers, a few
+hundred entries, three firms (or several dossiers of one firm under one API code).
 
 Each scenario injects one kind of trouble while a batch flows, then reconciles what was emitted with what the
-ACD sandbox holds, entry by entry by ACK code, and prints one line (emitted, landed, duplicates, lost,
-dead-lettered). Every batch carries a few entries that deserve a dead letter (an account missing from the
-dossier's chart): they, and only they, must be dead-lettered.
+ACD sandbox holds in every dossier, entry by entry by its exact lines, and prints one line (entries, landed,
+lost, duplicates, in a wrong dossier, dead-lettered). Every batch carries a few entries that deserve a dead
+letter (an account missing from the dossier's chart): they, and only they, must be dead-lettered.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from pipeline.deliveries import RedeliveryLimitReached, counter_key, max_deliveries
 from pipeline.sandbox import Fault
-from tests.faults.conftest import ENTRIES, Bed, assert_reconciled, percentile
+from tests.faults.conftest import ENTRIES, WORKERS, Bed, assert_reconciled, percentile
 
 pytestmark = pytest.mark.integration
 BAD = 3
@@ -34,9 +35,9 @@ def test_worker_killed_mid_chain_loses_nothing_and_posts_nothing_twice(make_bed)
     # (half the posts take a second, so the kill catches calls in flight, not only queued messages)
     bed.sandbox.acd.set_fault(None, Fault(mode="slow", route="compta/ecriture", delay_seconds=1.0, probability=0.5))
     batch = bed.make_batch(ENTRIES, "kill", bad=BAD)
-    # when one of them is SIGKILLed while the batch is a quarter done
+    # when one of them is SIGKILLed once a quarter of the batch is posted
     bed.emit(batch)
-    bed.wait_settled(batch, 120, at_least=batch.count // 4)
+    bed.wait_posted(batch, batch.count // 4, 120)
     bed.kill_worker(0)
     killed_at = time.monotonic()
     # then the others finish every chain, the killed worker's messages included
@@ -80,7 +81,7 @@ def test_redis_restarted_mid_run_loses_nothing(make_bed) -> None:
     bed: Bed = make_bed(visibility_seconds=10)
     batch = bed.make_batch(ENTRIES, "redis", bad=BAD)
     bed.emit(batch)
-    bed.wait_settled(batch, 120, at_least=batch.count // 4)
+    bed.wait_posted(batch, batch.count // 4, 120)
     # when Redis stops and starts again on the same port and directory
     done_before = bed.settled(batch)
     bed.redis.stop()
@@ -206,3 +207,78 @@ def test_garbage_and_truncated_answers_lose_nothing(make_bed) -> None:
     print(f"retried after: {dict(seen)}")
     assert seen["MalformedResponse"] + seen["PostOutcomeUnknown"] > 0
     assert_reconciled(bed.reconcile("garbage answers", batch))
+
+
+def test_server_restarts_mid_run_cost_one_login_per_dossier_and_lose_nothing(make_bed) -> None:
+    # given every firm's server answering posts a little slowly, so that restarts catch calls in flight
+    bed: Bed = make_bed()
+    bed.sandbox.acd.set_fault(None, Fault(mode="slow", route="compta/ecriture", delay_seconds=0.3, probability=0.5))
+    batch = bed.make_batch(ENTRIES, "restart", bad=BAD)
+    bed.emit(batch)
+    # when every firm's server restarts twice (every token and session gone), a quarter and half-way through
+    logins = []
+    for share in (4, 2):
+        bed.wait_posted(batch, batch.count // share, 120)
+        before = bed.acd_counts()["logins"]
+        bed.sandbox.acd.restart()
+        logins.append(before)
+    bed.wait_settled(batch, SETTLE_SECONDS)
+    after = bed.acd_counts()["logins"]
+    dossiers = len(bed.client_files)
+    print(f"2 restarts of {dossiers} dossiers' servers: {after - logins[0]} logins after them (at most {2 * dossiers})")
+    assert after - logins[0] <= 2 * dossiers  # one per dossier per restart, not one per worker or thread
+    assert_reconciled(bed.reconcile("server restarted twice", batch))
+
+
+def test_500_after_commit_and_backup_500s_post_nothing_twice(make_bed) -> None:
+    # given servers that commit some posts then answer a French .NET 500, and answer others "MySQL away" (no work)
+    bed: Bed = make_bed()
+    for firm in ("dupont", "martin", "leroy"):
+        bed.sandbox.acd.set_fault(firm, Fault(mode="error_after_commit", route="compta/ecriture", probability=0.15))
+        bed.sandbox.acd.set_fault(firm, Fault(mode="backup", route="compta/ecriture", probability=0.05))
+    batch = bed.make_batch(ENTRIES, "err500", bad=BAD)
+    # when the batch flows
+    bed.emit(batch)
+    bed.wait_settled(batch, SETTLE_SECONDS)
+    # then each entry is in ACD once: those committed before the 500 were found in the FEC, not posted again
+    errors = sum(
+        1
+        for f in ("dupont", "martin", "leroy")
+        for c in bed.sandbox.acd.calls(f)
+        if c[1].lower().endswith("compta/ecriture") and c[2] == 500
+    )
+    found = sum(
+        1
+        for cf, ids in batch.entries.items()
+        for e in ids
+        if "found_in_fec" in [a.get("outcome") for a in bed.store.attempts(f"acd:{cf}:{e}")]
+    )
+    print(f"{errors} posts answered 500; {found} entries committed before their 500 were found in the FEC")
+    assert errors > 0 and found > 0
+    assert_reconciled(bed.reconcile("500 after commit", batch))
+
+
+def test_several_dossiers_of_one_api_code_on_three_workers_with_short_tokens_stay_apart(make_bed) -> None:
+    # given one firm's dossiers DUPONT01 and DUPONT04 under ONE API code, three worker processes, ACD killing every
+    # token 2 s after its issue and forgetting a session now and then
+    bed: Bed = make_bed(workers=0, targets=(("dupont", "DUPONT01"), ("dupont", "DUPONT04")))
+    bed.sandbox.acd.token_lifetime_seconds = bed.sandbox.acd.token_idle_seconds = 2.0
+    bed.sandbox.acd.set_fault("dupont", Fault(mode="session_lost", probability=0.03))
+    bed.sandbox.acd.set_fault("dupont", Fault(mode="slow", route="compta/ecriture", delay_seconds=0.2, probability=0.5))
+    bed.start_workers(max(3, WORKERS))
+    counts = bed.acd_counts()
+    batch = bed.make_batch(ENTRIES, "dossiers", bad=BAD)
+    started = time.monotonic()
+    # when the batch flows into both dossiers at once
+    bed.emit(batch)
+    bed.wait_settled(batch, SETTLE_SECONDS)
+    took = time.monotonic() - started
+    # then every entry is in its own dossier, once; none in the other
+    after = bed.acd_counts()
+    print(
+        f"{batch.count} entries over 2 dossiers of one API code in {took:.0f}s with 2 s tokens: "
+        f"{after['logins'] - counts['logins']} logins, {after['session_opens'] - counts['session_opens']} sessions "
+        f"opened, {after['fec_requests'] - counts['fec_requests']} FEC reads"
+    )
+    assert after["logins"] - counts["logins"] >= 4  # the tokens did die and were replaced while the entries flowed
+    assert_reconciled(bed.reconcile("2 dossiers, 1 API code, 2 s tokens", batch))

@@ -35,7 +35,7 @@ def _account(hub: Hub, first: str = "6") -> str:
 
 
 def _scope(hub: Hub, firm: str = FIRM, dossier: str = DOSSIER) -> str:
-    return dossier_scope(hub.sandbox.acd_url(firm), dossier)
+    return dossier_scope(hub.sandbox.acd_api_url(firm).casefold(), dossier)
 
 
 def _connect_cli(hub: Hub, *args: str, firm: str = FIRM) -> subprocess.CompletedProcess[str]:
@@ -152,7 +152,7 @@ def test_connect_warns_about_journals_without_invoice_numbers(hub: Hub) -> None:
     cf = hub.cf("warn")
     result = _connect_cli(hub, "--client-file", cf, "--dossier", DOSSIER)
     assert result.returncode == 0, result.stderr
-    assert "journals without invoice-number management (BQ, NF, OD)" in result.stdout
+    assert "journals without invoice-number management (AN, BQ, NF, OD, SI)" in result.stdout
     assert "turn on File > Settings > Entry > Invoice Number Management if entries on them carry" in result.stdout
     assert load(hub.store, _scope(hub)) is not None
     assert hub.store.connection(cf, "acd").status == "ready"
@@ -170,7 +170,7 @@ def test_connect_refuses_an_unshared_dossier_and_an_empty_chart_is_not_ready(hub
 
 
 def test_connect_all_dossiers_twice_connects_each_shared_dossier_once(hub: Hub) -> None:
-    # given firm dupont: DUPONT01 complete, DUPONT02 not shared, DUPONT03 with an empty chart
+    # given firm dupont: DUPONT01 and DUPONT04 complete, DUPONT02 not shared, DUPONT03 with an empty chart
     prefix = hub.cf("all") + "_"
     # when every dossier is connected
     first = _connect_cli(hub, "--all-dossiers", "--client-file-prefix", prefix)
@@ -183,13 +183,16 @@ def test_connect_all_dossiers_twice_connects_each_shared_dossier_once(hub: Hub) 
     assert any(
         line.startswith(f"DUPONT03 (Dupont Immobilier) -> {prefix}dupont03: connected; not ready") for line in lines
     )
-    assert "2 client file(s) connected or updated, 0 unchanged" in first.stdout
+    assert any(line.startswith(f"DUPONT04 (Dupont Traiteur) -> {prefix}dupont04: connected") for line in lines)
+    assert "3 client file(s) connected or updated, 0 unchanged" in first.stdout
     assert "DUPONT02 not shared, DUPONT03 not ready" in first.stderr
     ready = hub.store.connection(f"{prefix}dupont01", "acd")
     assert ready is not None and ready.status == "ready" and ready.params["dossier"] == "DUPONT01"
     assert hub.store.connection(f"{prefix}dupont02", "acd") is None
     assert hub.store.connection(f"{prefix}dupont03", "acd").status == "incomplete"
-    before = {cf: hub.store.connection(cf, "acd") for cf in (f"{prefix}dupont01", f"{prefix}dupont03")}
+    before = {
+        cf: hub.store.connection(cf, "acd") for cf in (f"{prefix}dupont01", f"{prefix}dupont03", f"{prefix}dupont04")
+    }
     # when it runs again
     second = _connect_cli(hub, "--all-dossiers", "--client-file-prefix", prefix, "--json")
     # then nothing changes, and it says so
@@ -203,8 +206,8 @@ def test_connect_all_dossiers_twice_connects_each_shared_dossier_once(hub: Hub) 
     for cf, conn in before.items():
         assert hub.store.connection(cf, "acd") == conn
     third = _connect_cli(hub, "--all-dossiers", "--client-file-prefix", prefix)
-    assert "0 client file(s) connected or updated, 2 unchanged" in third.stdout
-    assert third.stdout.count("already connected, unchanged") == 2
+    assert "0 client file(s) connected or updated, 3 unchanged" in third.stdout
+    assert third.stdout.count("already connected, unchanged") == 3
 
 
 def test_connect_needs_a_dossier_or_all_dossiers(hub: Hub) -> None:

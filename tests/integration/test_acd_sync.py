@@ -75,13 +75,17 @@ def test_each_entry_kind_lands_once_with_its_document_and_is_confirmed(hub: Hub)
         lines = stored[0]["LignesEcriture"]
         assert len(lines) == len(event["entry"]["lines"])
         assert all(line["Libelle"].endswith(f"(#{rec.ack}#)") and len(line["Libelle"]) <= 50 for line in lines)
+        assert rec.provider_id == str(stored[0]["EcritureNum"])  # ACD's number, read back from the FEC
         if event["documents"]:
             ged_id = rec.docs[event["documents"][0]["id"]]["ged_id"]
-            assert {line.get("ReferenceGed") for line in lines} == {ged_id}
+            assert {line.get("ReferenceGed") for line in lines} == {str(ged_id)} == {stored[0]["ReferenceGed"]}
             ged = [d for d in hub.sandbox.acd.documents(FIRM, DOSSIER) if d["Id"] == ged_id]
-            assert ged and ged[0]["Nom"].startswith(rec.ack) and ged[0]["sha256"] == event["documents"][0]["sha256"]
+            assert ged and ged[0]["NomFichier"].startswith(rec.ack)
+            assert ged[0]["sha256"] == event["documents"][0]["sha256"]
+            # filed in the journal's filing-plan folder (AC 11, VT 21), or at the root for a journal without one
+            assert ged[0]["idArboGed"] == {"AC": 11, "VT": 21}.get(event["entry"]["journal_code"], 0)
         else:
-            assert all("ReferenceGed" not in line for line in lines)
+            assert all(line["ReferenceGed"] == "" for line in lines)
     # and the operator sees it with `hubsync entry`
     shown = run_cli(hub.env, "entry", events[0]["entry"]["id"], "--json")
     assert shown.returncode == 0, shown.stderr
@@ -186,7 +190,7 @@ def test_commit_then_dropped_connection_does_not_post_twice(hub: Hub) -> None:
         assert rec.state == "confirmed", rec.last_error
         assert acks[f"(#{rec.ack}#)"] == 1
         outcomes = [a.get("outcome") for a in hub.store.attempts(rec.id)]
-        assert "found_by_ack" in outcomes
+        assert "found_in_fec" in outcomes
 
 
 def test_same_event_delivered_three_times_has_one_effect(hub: Hub) -> None:
@@ -250,7 +254,9 @@ def test_replay_after_the_cause_is_fixed_lands_once(hub: Hub) -> None:
     assert result.returncode == 0, result.stderr
     rec = hub.wait_states(cf, [entry["id"]], states=("confirmed",))[entry["id"]]
     assert len(hub.acd_entries_with(FIRM, DOSSIER, rec.ack)) == 1
-    ged_names = [d["Nom"] for d in hub.sandbox.acd.documents(FIRM, DOSSIER) if d["Nom"].startswith(rec.ack)]
+    ged_names = [
+        d["NomFichier"] for d in hub.sandbox.acd.documents(FIRM, DOSSIER) if d["NomFichier"].startswith(rec.ack)
+    ]
     assert len(ged_names) == 1, "replay from the failed step must not upload the document again"
     assert hub.store.dead_letter(dl.id).status == "replayed"
     assert run_cli(hub.env, "dlq", "replay", dl.id).returncode == 1

@@ -62,7 +62,7 @@ def test_reconcile_is_green_after_a_clean_run_and_names_missing_duplicated_and_u
     assert [u["ack"] for u in result["unknown"]] == ["Q9Q9"]
     text = run_cli(hub.env, "reconcile", "--client-file", cf)
     assert text.returncode == 1
-    assert f"duplicated {entries[0]}" in text.stdout and "unknown    (#Q9Q9#): ACD ids" in text.stdout
+    assert f"duplicated {entries[0]}" in text.stdout and "unknown    (#Q9Q9#): ACD (EcritureNum) ids" in text.stdout
     assert f"missing    {entries[2]} (#Z9Z9#)" in text.stdout
 
 

@@ -1,693 +1,565 @@
-"""The ACD client against canned answers (``httpx.MockTransport``): login, token renewal, and the error table."""
+"""The ACD client against an in-process i-Suite (``httpx.MockTransport``) and the suite's private Redis: one
+token per dossier, the session and re-login rules, and the error table (the envelope whatever the status)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from pipeline.acd.client import AcdClient, AcdCredentials, _TokenCache
+from pipeline.acd.client import AcdClient, AcdCredentials
 from pipeline.acd.errors import (
     AccountLocked,
+    AcdRefused,
     AcdTimeout,
+    AnalyticSplitMissing,
     AuthenticationFailed,
     DossierNotFound,
     DossierNotShared,
+    EntryRefused,
     FiscalYearClosed,
     GedAccessDenied,
-    InvalidEntryData,
-    InvoiceNumberManagementOff,
-    LabelTooLong,
     MalformedResponse,
+    OutsideFiscalYears,
     PostOutcomeUnknown,
     RateLimited,
     ServerUnavailable,
-    SubsidiaryCodeInvalid,
-    SubsidiaryCodeTooLong,
+    SessionNotOpen,
     UnbalancedEntry,
     UnknownAccount,
     UnknownJournal,
+    UploadOutcomeUnknown,
 )
+from pipeline.acd.login_gate import login_gate
+from pipeline.acd.tokens import TokenStore, stats
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.secrets import Secret
+from pipeline.store import Store
+from tests.unit.acd_fake import API_CODE, BASE, CNX, NOT_OPEN, OK, PASSWORD, FakeIsuite, answer, fails, ko
 
-URL = "https://cabinet-dupont.fr/iSuiteExpert"
-PREFIX = "/iSuiteExpert/api/v1"
-CNX = "CNX123"
-API_CODE = "QONTO"
-PASSWORD = "pw-Zq8!unique-s3cret"
-ENTRY = {"CodeDossier": "DUPONT01", "Journal": "AC", "Mois": 11, "Annee": 2026, "LignesEcriture": []}
-
-Answer = Callable[[httpx.Request], httpx.Response]
+ENTRY = {"Journal": "AC", "Mois": 11, "Annee": 2026, "ReferenceGed": "", "LignesEcriture": []}
 
 
-def answer(status: int = 200, body=None, *, text: str | None = None, headers: dict | None = None) -> Answer:
-    """A canned answer: JSON ``body``, or raw ``text``."""
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        if text is not None:
-            return httpx.Response(status, text=text, headers=headers)
-        return httpx.Response(status, json=body, headers=headers)
-
-    return respond
+@pytest.fixture
+def store(redis_server: Any) -> Iterator[Store]:
+    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/9", decode_responses=True)
+    client.flushdb()
+    yield Store(client)
+    client.flushdb()
 
 
-def ko(code: str, status: int = 200, description: str = "refusé") -> Answer:
-    """ACD's error envelope."""
-    return answer(
-        status, {"codeRetour": 0, "description": "KO", "listeErreurs": [{"erreur": code, "description": description}]}
-    )
+def creds(password: str = PASSWORD) -> AcdCredentials:
+    return AcdCredentials(api_base=BASE, cnx=CNX, api_code=API_CODE, password=Secret(password))
 
 
-def fails(exc_type: type[httpx.TransportError]) -> Answer:
-    """A transport failure instead of an answer."""
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        raise exc_type("simulated", request=request)
-
-    return respond
-
-
-OK = {"codeRetour": 1, "description": "OK", "listeErreurs": []}
+def client_for(
+    server: FakeIsuite, store: Store, dossier: str | None = "DUPONT01", tokens: TokenStore | None = None, **kw: Any
+) -> AcdClient:
+    http = httpx.Client(transport=httpx.MockTransport(server), timeout=httpx.Timeout(5.0))
+    c = creds(**kw)
+    return AcdClient(http, c, dossier, tokens or TokenStore(store), gate=login_gate(store, c))
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One request as the server received it."""
-
-    method: str
-    url: httpx.URL
-    headers: httpx.Headers
-    content: bytes
+# -- one token per dossier ------------------------------------------------------------------------------
 
 
-class FakeAcd:
-    """Answers logins with fresh tokens (or canned login answers), every other route from a queue per route."""
-
-    def __init__(self, routes: dict[str, list[Answer]] | None = None, logins: list[Answer] | None = None) -> None:
-        self.routes = {route: list(answers) for route, answers in (routes or {}).items()}
-        self.login_answers = list(logins or [])
-        self.requests: list[Seen] = []
-        self.tokens: list[str] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        # httpx resends the same Request object after a re-login, so keep what it looked like now
-        self.requests.append(Seen(request.method, request.url, request.headers.copy(), request.read()))
-        route = request.url.path.removeprefix(PREFIX)
-        if route == "/authentification":
-            if self.login_answers:
-                return self.login_answers.pop(0)(request)
-            token = f"TOKEN{len(self.tokens) + 1:025d}"
-            self.tokens.append(token)
-            return httpx.Response(200, json={"UUID": token})
-        queue = self.routes[route]
-        respond = queue.pop(0) if len(queue) > 1 else queue[0]
-        return respond(request)
-
-    def on(self, route: str) -> list[Seen]:
-        """The requests received on ``route``."""
-        return [r for r in self.requests if r.url.path == PREFIX + route]
-
-    @property
-    def logins(self) -> int:
-        return len(self.on("/authentification"))
-
-
-def client_for(server: FakeAcd) -> AcdClient:
-    http = httpx.Client(transport=httpx.MockTransport(server))
-    creds = AcdCredentials(url=URL, cnx=CNX, api_code=API_CODE, password=Secret(PASSWORD))
-    return AcdClient(http, creds, cache=_TokenCache())
-
-
-# -- login and token --------------------------------------------------------------------------------
-
-
-def test_login_sends_code_password_and_cnx_then_uuid_and_cnx_headers():
-    # given a server that knows one journal
-    server = FakeAcd({"/compta/journal": [answer(200, [{"Code": "AC", "NumeroFacture": True}])]})
-    client = client_for(server)
-
+def test_first_call_logs_in_opens_its_dossier_then_calls_with_that_token(store):
+    server = FakeIsuite()
+    client = client_for(server, store)
     # when the journals are read
-    journals = client.journals("DUPONT01")
-
-    # then the client logged in with its code, password and CNX, then called with the token and CNX
-    assert journals == [{"Code": "AC", "NumeroFacture": True}]
-    [login] = server.on("/authentification")
-    assert login.method == "POST"
-    assert json.loads(login.content) == {"Identifiant": API_CODE, "MotDePasse": PASSWORD, "CNX": CNX}
-    assert login.headers["CNX"] == CNX
-    [call] = server.on("/compta/journal")
-    assert call.headers["UUID"] == server.tokens[0]
-    assert call.headers["CNX"] == CNX
-    assert call.url.params["CodeDossier"] == "DUPONT01"
+    journals = client.journals()
+    # then: login, the session opened on DUPONT01 with the new token, then the call with that token and CNX
+    assert [j["Code"] for j in journals] == ["AC"]
+    assert [c.route for c in server.calls] == ["/authentification", "/sessions/dossier/DUPONT01", "/compta/journal"]
+    login = json.loads(server.calls[0].body)
+    assert login == {"Identifiant": API_CODE, "MotDePasse": PASSWORD, "CNX": CNX}
+    call = server.on("/compta/journal")[0]
+    assert call.token == server.sessions[0][0] and call.dossier == "DUPONT01"
+    assert "CodeDossier" not in call.query
 
 
-def test_token_is_reused_for_later_calls():
-    # given a client that already made a call
-    server = FakeAcd({"/compta/journal": [answer(200, [])], "/dossiers": [answer(200, [])]})
-    client = client_for(server)
-    client.journals("DUPONT01")
+def test_token_is_kept_sealed_in_redis_and_reused_by_another_process(store):
+    server = FakeIsuite()
+    client_for(server, store).journals()
+    (token,) = server.tokens
+    # the token is in Redis only sealed
+    dump = json.dumps({k: store.r.hgetall(k) for k in store.r.keys("hubsync:acd:token:*")})
+    assert token not in dump and "sealed" in dump
+    # when another worker process (its own memory) calls the same dossier
+    other = client_for(server, store, tokens=TokenStore(store))
+    other.journals()
+    # then it used the shared token: no second login, no second session
+    assert server.logins == 1 and len(server.sessions) == 1
+    assert server.on("/compta/journal")[1].token == token
 
-    # when it makes two more calls
-    client.dossiers()
-    client.journals("DUPONT01")
 
-    # then it logged in once and sent the same token every time
+def test_two_dossiers_of_one_api_code_get_two_tokens_each_opened_once(store):
+    server = FakeIsuite()
+    tokens = TokenStore(store)
+    one, four = client_for(server, store, "DUPONT01", tokens), client_for(server, store, "DUPONT04", tokens)
+    # when both dossiers are worked on, interleaved
+    for _ in range(3):
+        one.post_entry({**ENTRY, "Journal": "AC1"})
+        four.post_entry({**ENTRY, "Journal": "AC4"})
+    # then each dossier has its own token, each token was opened on one dossier only, ever
+    assert server.logins == 2
+    assert all(len(d) == 1 for d in server.dossiers_opened_by_token().values())
+    assert {p["Journal"] for p in server.posted["DUPONT01"]} == {"AC1"}
+    assert {p["Journal"] for p in server.posted["DUPONT04"]} == {"AC4"}
+
+
+def test_threads_on_two_dossiers_never_post_into_the_other(store):
+    # given 16 threads, half on each dossier, with tokens that die now and then (a restart, a lost session)
+    server = FakeIsuite()
+    tokens = TokenStore(store)
+    clients = {d: client_for(server, store, d, tokens) for d in ("DUPONT01", "DUPONT04")}
+    errors: list[BaseException] = []
+
+    def work(dossier: str, n: int) -> None:
+        for i in range(15):
+            if (dossier, n, i) == ("DUPONT01", 0, 5):
+                server.restart()
+            if (dossier, n, i) == ("DUPONT04", 1, 9):
+                for token in list(server.tokens):
+                    server.forget_session(token)
+            try:
+                clients[dossier].post_entry({**ENTRY, "Journal": dossier})
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(d, n)) for n in range(8) for d in ("DUPONT01", "DUPONT04")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    # then every entry is in its own dossier (a call that met two faults in a row failed, transiently), and no
+    # token was ever opened on two dossiers
+    assert all(isinstance(e, HubsyncError) and e.kind is ErrorKind.TRANSIENT for e in errors), errors
+    assert {p["Journal"] for p in server.posted["DUPONT01"]} == {"DUPONT01"}
+    assert {p["Journal"] for p in server.posted["DUPONT04"]} == {"DUPONT04"}
+    assert len(server.posted["DUPONT01"]) + len(server.posted["DUPONT04"]) + len(errors) == 240
+    assert all(len(d) == 1 for d in server.dossiers_opened_by_token().values())
+
+
+def test_dossier_list_uses_a_token_that_never_opens_a_session(store):
+    server = FakeIsuite()
+    listed = client_for(server, store, dossier=None).dossiers()
+    assert [d["Id"] for d in listed] == ["DUPONT01", "DUPONT04"]
+    assert server.sessions == []
+
+
+def test_a_client_without_dossier_refuses_dossier_calls(store):
+    with pytest.raises(RuntimeError):
+        client_for(FakeIsuite(), store, dossier=None).journals()
+
+
+# -- session and re-login rules -------------------------------------------------------------------------
+
+
+def test_session_not_initialised_reopens_on_the_same_token_and_repeats_once(store):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    client.journals()
+    (token,) = server.tokens
+    server.forget_session(token)
+    # when the next call meets the French 500
+    client.journals()
+    # then the session was opened again on the same token (no login) and the call repeated once
     assert server.logins == 1
-    calls = server.on("/compta/journal") + server.on("/dossiers")
-    assert [c.headers["UUID"] for c in calls] == [server.tokens[0]] * 3
+    assert server.sessions == [(token, "DUPONT01"), (token, "DUPONT01")]
+    assert [c.dossier for c in server.on("/compta/journal")] == ["DUPONT01", None, "DUPONT01"]
 
 
-def test_expired_token_triggers_one_relogin_and_one_resend():
-    # given a server whose first answer says the token expired
-    server = FakeAcd(
-        {"/compta/journal": [ko("jetonExpire", status=401), answer(200, [{"Code": "AC"}])]},
-    )
-    client = client_for(server)
-
-    # when the journals are read
-    journals = client.journals("DUPONT01")
-
-    # then the client logged in again and sent the call once more, with the new token
-    assert journals == [{"Code": "AC"}]
-    assert server.logins == 2
-    first, second = server.on("/compta/journal")
-    assert first.headers["UUID"] == server.tokens[0]
-    assert second.headers["UUID"] == server.tokens[1]
-    assert second.headers["CNX"] == CNX
-
-
-def test_missing_token_answer_also_triggers_one_relogin():
-    # given a server that says it received no token
-    server = FakeAcd({"/dossiers": [ko("jetonNonRecu", status=401), answer(200, [])]})
-    client = client_for(server)
-
-    # when the dossiers are read
-    dossiers = client.dossiers()
-
-    # then one more login and one resend made it work
-    assert dossiers == []
-    assert server.logins == 2
-    assert len(server.on("/dossiers")) == 2
-
-
-def test_token_refused_again_after_relogin_does_not_loop():
-    # given a server that says the token expired on every call
-    server = FakeAcd({"/compta/journal": [ko("jetonExpire", status=401)]})
-    client = client_for(server)
-
-    # when the journals are read
-    with pytest.raises(ServerUnavailable) as info:
-        client.journals("DUPONT01")
-
-    # then the client gave up after one re-login and one resend, with a transient error
-    assert server.logins == 2
-    assert len(server.on("/compta/journal")) == 2
-    assert info.value.status == 401
+def test_session_lost_twice_in_a_row_is_transient_and_does_not_loop(store):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    client.journals()
+    server.override("/compta/journal", answer(500, text=NOT_OPEN), answer(500, text=NOT_OPEN))
+    with pytest.raises(SessionNotOpen) as info:
+        client.journals()
     assert info.value.kind is ErrorKind.TRANSIENT
+    assert "pas initialisée" in info.value.message
+    assert len(server.on("/compta/journal")) == 3
 
 
-@pytest.mark.parametrize(
-    "login_answer",
-    [ko("authentificationInvalide", status=401), answer(401, text=""), answer(401, {"message": "no"})],
-    ids=["envelope", "empty-body", "other-json"],
-)
-def test_wrong_password_raises_authentication_failed_without_looping(login_answer):
-    # given a server refusing the password
-    server = FakeAcd({"/compta/journal": [answer(200, [])]}, logins=[login_answer] * 10)
-    client = client_for(server)
-
-    # when a call is made
-    with pytest.raises(AuthenticationFailed) as info:
-        client.journals("DUPONT01")
-
-    # then it fails once, with the customer kind and a hint for the operator, and nothing else is sent
-    assert server.logins == 1
-    assert server.on("/compta/journal") == []
-    assert info.value.status == 401
-    assert info.value.kind is ErrorKind.CUSTOMER
-    assert "hubsync connect acd" in info.value.hint
-
-
-def test_wrong_password_on_relogin_after_expiry_does_not_loop():
-    # given a token that expires, and a password changed in ACD meanwhile
-    server = FakeAcd(
-        {"/compta/journal": [ko("jetonExpire", status=401), answer(200, [])]},
-        logins=[answer(200, {"UUID": "A" * 30}), ko("authentificationInvalide", status=401)],
-    )
-    client = client_for(server)
-
-    # when the journals are read
-    with pytest.raises(AuthenticationFailed):
-        client.journals("DUPONT01")
-
-    # then there were exactly two logins and one call
+def test_a_401_logs_in_again_opens_the_session_and_repeats_once(store):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    client.journals()
+    server.restart()
+    client.post_entry(ENTRY)
+    # the post went once with the dead token (401), then once on a new token opened on DUPONT01
+    posts = server.on("/compta/ecriture")
+    assert [p.dossier for p in posts] == [None, "DUPONT01"]
     assert server.logins == 2
-    assert len(server.on("/compta/journal")) == 1
+    assert len(server.posted["DUPONT01"]) == 1
 
 
-def test_explicit_login_with_wrong_password_raises_authentication_failed():
-    # given a server refusing the password
-    server = FakeAcd(logins=[ko("authentificationInvalide", status=401)] * 5)
-    client = client_for(server)
+def test_a_401_again_after_the_relogin_does_not_loop(store):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    server.override("/compta/journal", answer(401, text="expiré"), answer(401, text="expiré"))
+    with pytest.raises(ServerUnavailable) as info:
+        client.journals()
+    assert info.value.status == 401 and info.value.kind is ErrorKind.TRANSIENT
+    assert server.logins == 2 and len(server.on("/compta/journal")) == 2
 
-    # when the client logs in explicitly (as `hubsync connect` does)
-    with pytest.raises(AuthenticationFailed):
-        client.login()
 
-    # then it tried once
+def test_a_restart_costs_one_login_per_dossier_however_many_workers(store):
+    # given four worker processes (each its own memory) that all hold DUPONT01's token
+    server = FakeIsuite()
+    workers = [client_for(server, store, "DUPONT01", TokenStore(store)) for _ in range(4)]
+    for w in workers:
+        w.journals()
     assert server.logins == 1
+    # when the server restarts and every worker calls at once (3 threads each)
+    server.restart()
+    barrier = threading.Barrier(12)
+
+    def call(w: AcdClient) -> None:
+        barrier.wait()
+        w.journals()
+
+    threads = [threading.Thread(target=call, args=(w,)) for w in workers for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    # then exactly one more login happened
+    assert server.logins == 2
+    assert stats(store)["logins"] == 2
+
+
+def test_an_idle_token_is_replaced_before_the_call_instead_of_after_a_401(store):
+    server = FakeIsuite()
+    tokens = TokenStore(store, idle_seconds=0.0)
+    client = client_for(server, store, tokens=tokens)
+    client.journals()
+    client.journals()
+    assert server.logins == 2
+    assert all(c.dossier == "DUPONT01" for c in server.on("/compta/journal"))
+
+
+def test_a_token_in_constant_use_never_counts_as_idle(store):
+    import time
+
+    server = FakeIsuite()
+    client = client_for(server, store, tokens=TokenStore(store, idle_seconds=0.6))
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        client.journals()
+        time.sleep(0.05)
+    assert server.logins == 1
+
+
+def test_tokens_expire_in_redis_before_acds_sixty_minutes(store):
+    server = FakeIsuite()
+    client_for(server, store).journals()
+    (key,) = store.r.keys("hubsync:acd:token:*")
+    assert 0 < store.r.ttl(key) <= 50 * 60
+
+
+def test_wrong_password_costs_one_failed_login_and_is_never_tried_again(store):
+    server = FakeIsuite()
+    client = client_for(server, store, password="wrong")
+    with pytest.raises(AuthenticationFailed) as info:
+        client.journals()
+    assert info.value.kind is ErrorKind.CUSTOMER and "hubsync connect acd" in info.value.hint
+    # another worker with the same wrong password does not even try
+    with pytest.raises(AuthenticationFailed):
+        client_for(server, store, password="wrong").journals()
+    assert len(server.on("/authentification")) == 1
+    assert server.on("/compta/journal") == []
 
 
 @pytest.mark.parametrize(
-    "login_answer",
-    [ko("compteVerrouille", status=423), answer(423, text="Locked")],
-    ids=["envelope", "bare"],
+    "locked",
+    [ko("compteBloque", status=401, description="Compte bloqué pendant 10 minutes"), answer(423, text="Locked")],
+    ids=["envelope", "legacy-423"],
 )
-def test_locked_api_code_raises_account_locked(login_answer):
-    # given a server that locked the API code after five wrong passwords
-    server = FakeAcd({"/dossiers": [answer(200, [])]}, logins=[login_answer] * 5)
-    client = client_for(server)
-
-    # when a call is made
+def test_a_blocked_api_code_is_account_locked(store, locked):
+    server = FakeIsuite()
+    server.override("/authentification", locked)
     with pytest.raises(AccountLocked) as info:
-        client.dossiers()
-
-    # then it fails at once with the lock explained, after a single attempt
-    assert server.logins == 1
-    assert info.value.status == 423
+        client_for(server, store).journals()
     assert "ten minutes" in info.value.hint
 
 
-def test_login_answer_without_token_is_malformed():
-    # given a server that answers the login 200 without UUID
-    server = FakeAcd({"/dossiers": [answer(200, [])]}, logins=[answer(200, {"Token": "x"})])
-    client = client_for(server)
-
-    # when a call is made, then it is a transient malformed answer
-    with pytest.raises(MalformedResponse):
-        client.dossiers()
+def test_unknown_dossier_on_session_open_is_dossier_not_found(store):
+    server = FakeIsuite()
+    with pytest.raises(DossierNotFound) as info:
+        client_for(server, store, "NOPE01").journals()
+    assert "Dossier introuvable en comptabilité" in info.value.message
+    assert store.r.keys("hubsync:acd:token:*") == []  # a token whose session failed is never published
 
 
-# -- the envelope ------------------------------------------------------------------------------------
+def test_session_opens_with_the_bare_string_form_when_the_path_form_is_missing(store):
+    server = FakeIsuite()
+    server.override("/sessions/dossier/DUPONT01", answer(404, text="<html>404</html>"))
+    client_for(server, store).journals()
+    assert json.loads(server.on("/sessions/dossier")[0].body) == "DUPONT01"
+    assert server.on("/compta/journal")[0].dossier == "DUPONT01"
 
 
-def test_successful_post_returns_the_entry_id():
-    # given a server that accepts the entry
-    server = FakeAcd({"/compta/ecriture": [answer(200, {**OK, "IdEcriture": 8841})]})
-    client = client_for(server)
-
-    # when the entry is posted
-    entry_id = client.post_entry(ENTRY)
-
-    # then its id comes back and the body went out as JSON with the token
-    assert entry_id == 8841
-    [post] = server.on("/compta/ecriture")
-    assert json.loads(post.content) == ENTRY
-    assert post.headers["UUID"] == server.tokens[0]
+def test_unshared_dossier_answers_403_on_its_first_dossier_call(store):
+    server = FakeIsuite()
+    server.override("/compta/journal", answer(403, text="Vous n'avez pas les droits d'accès à cette ressource"))
+    with pytest.raises(DossierNotShared) as info:
+        client_for(server, store).journals()
+    assert "Sharing Management" in info.value.hint and "droits" in info.value.message
 
 
+def test_403_on_a_ged_upload_is_about_ged_rights(store, tmp_path):
+    server = FakeIsuite()
+    server.override("/ged/documents", answer(403, text="Vous n'avez pas les droits d'accès à cette ressource"))
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF-1.4 x")
+    with pytest.raises(GedAccessDenied):
+        client_for(server, store).upload_document(0, "a.pdf", path, "application/pdf")
+
+
+# -- the envelope, whatever the status ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 400])
 @pytest.mark.parametrize(
     ("code", "error_class"),
     [
         ("journalInexistant", UnknownJournal),
         ("ecritureDesequilibree", UnbalancedEntry),
         ("compteInexistant", UnknownAccount),
-        ("libelleTropLong", LabelTooLong),
-        ("numeroFactureNonActive", InvoiceNumberManagementOff),
+        ("analytiqueCleRepartitionInexistante", AnalyticSplitMissing),
         ("exerciceCloture", FiscalYearClosed),
-        ("donneesInvalides", InvalidEntryData),
+        ("periodeMultiExercice", OutsideFiscalYears),
     ],
 )
-def test_business_error_on_post_maps_to_its_class(code, error_class):
-    # given a server that answers HTTP 200 with codeRetour 0 and one ACD business code
-    server = FakeAcd({"/compta/ecriture": [ko(code, description="Le journal AC n'existe pas")]})
-    client = client_for(server)
-
-    # when the entry is posted
+def test_business_error_on_post_maps_to_its_class_on_200_and_400(store, status, code, error_class):
+    server = FakeIsuite()
+    server.override("/compta/ecriture", ko(code, status=status, description="Le journal AC n'existe pas"))
     with pytest.raises(HubsyncError) as info:
-        client.post_entry(ENTRY)
-
-    # then it raises exactly that code's class, permanent, naming the code and ACD's words
-    assert type(info.value) is error_class
-    assert info.value.kind is ErrorKind.PERMANENT
-    assert info.value.code == code
-    assert info.value.status == 200
-    assert code in info.value.message
+        client_for(server, store).post_entry(ENTRY)
+    assert type(info.value) is error_class and info.value.kind is ErrorKind.PERMANENT
+    assert info.value.code == code and info.value.status == status
     assert "Le journal AC n'existe pas" in info.value.message
 
 
-def test_invoice_number_management_off_hints_at_the_acd_setting():
-    # given a journal without invoice-number management
-    server = FakeAcd({"/compta/ecriture": [ko("numeroFactureNonActive")]})
-    client = client_for(server)
+def test_an_unknown_key_on_post_is_a_refusal_keeping_key_and_french_text_word_for_word(store):
+    text = "Le numéro de facture n'est pas géré sur ce journal (paramètre dossier)."
+    server = FakeIsuite()
+    server.override("/compta/ecriture", ko("numFactNonGere", status=400, description=text))
+    with pytest.raises(EntryRefused) as info:
+        client_for(server, store).post_entry(ENTRY)
+    assert type(info.value) is EntryRefused and info.value.code == "numFactNonGere"
+    assert f"numFactNonGere: {text}" in info.value.message
+    assert "numFactNonGere" in info.value.hint and "read ACD's own words" in info.value.hint
 
-    # when the entry is posted
-    with pytest.raises(InvoiceNumberManagementOff) as info:
+
+def test_an_unknown_key_elsewhere_is_an_acd_refusal(store):
+    server = FakeIsuite()
+    server.override("/compta/comptes/fournisseur", ko("codeTiersNonConforme", description="Code tiers non conforme"))
+    with pytest.raises(AcdRefused) as info:
+        client_for(server, store).create_account("supplier", "FORANGE", "Orange")
+    assert "codeTiersNonConforme: Code tiers non conforme" in info.value.message
+
+
+def test_envelope_property_names_in_any_case_are_read(store):
+    server = FakeIsuite()
+    server.override(
+        "/compta/ecriture",
+        answer(200, {"CodeRetour": 0, "ListeErreurs": [{"Erreur": "journalInexistant", "Description": "non"}]}),
+        answer(200, {"CODERETOUR": 1, "listeerreurs": []}),
+    )
+    client = client_for(server, store)
+    with pytest.raises(UnknownJournal):
         client.post_entry(ENTRY)
+    client.post_entry(ENTRY)
 
-    # then the hint says which ACD setting to turn on
-    assert "Invoice Number Management" in info.value.hint
+
+def test_a_post_gives_no_id_and_needs_none(store):
+    server = FakeIsuite()
+    assert client_for(server, store).post_entry(ENTRY) is None
+    assert len(server.posted["DUPONT01"]) == 1
 
 
 @pytest.mark.parametrize(
-    ("code", "error_class"),
-    [("codeTiersInvalide", SubsidiaryCodeInvalid), ("codeTiersTropLong", SubsidiaryCodeTooLong)],
+    "reply",
+    [answer(200, {"Message": "OK"}), answer(200, text="<html>Erreur</html>"), answer(200, text="{")],
+    ids=["no-envelope", "html", "broken-json"],
 )
-def test_business_error_on_account_creation_maps_to_its_class(code, error_class):
-    # given a server refusing a subsidiary account
-    server = FakeAcd({"/compta/comptes/fournisseur": [ko(code)]})
-    client = client_for(server)
-
-    # when the supplier account is created
-    with pytest.raises(error_class) as info:
-        client.create_account("DUPONT01", "supplier", "FORANGE", "Orange SA")
-
-    # then the error names ACD's code
-    assert info.value.code == code
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"codeRetour": 0, "description": "KO", "listeErreurs": [{"erreur": "journalInexistant"}]},
-        {"codeRetour": 0, "description": "KO", "listeErreurs": [{"erreur": "codeInconnuDeLaDoc"}]},
-        {"codeRetour": 0, "description": "KO", "listeErreurs": []},
-        {"codeRetour": 0, "IdEcriture": 12},
-    ],
-    ids=["known-code", "unknown-code", "no-code", "with-an-id"],
-)
-def test_http_200_with_code_retour_0_is_not_success(body):
-    # given a server answering HTTP 200 with codeRetour 0
-    server = FakeAcd({"/compta/ecriture": [answer(200, body)], "/compta/comptes/client": [answer(200, body)]})
-    client = client_for(server)
-
-    # when an entry is posted or an account created, then neither counts as done
-    with pytest.raises(HubsyncError):
-        client.post_entry(ENTRY)
-    with pytest.raises(HubsyncError):
-        client.create_account("DUPONT01", "client", "CDURAND", "Durand SARL")
-
-
-def test_create_account_that_exists_already_is_not_an_error():
-    # given a server where the client account already exists
-    server = FakeAcd({"/compta/comptes/client": [ko("compteExisteDeja")]})
-    client = client_for(server)
-
-    # when it is created
-    created = client.create_account("DUPONT01", "client", "CDURAND", "Durand SARL")
-
-    # then the client reports it was not created, without raising
-    assert created is False
-
-
-def test_create_account_posts_to_the_route_of_its_kind():
-    # given a server accepting both kinds of subsidiary accounts
-    server = FakeAcd({"/compta/comptes/client": [answer(200, OK)], "/compta/comptes/fournisseur": [answer(200, OK)]})
-    client = client_for(server)
-
-    # when a client and a supplier account are created
-    created = [
-        client.create_account("DUPONT01", "client", "CDURAND", "Durand SARL"),
-        client.create_account("DUPONT01", "supplier", "FORANGE", "Orange SA"),
-    ]
-
-    # then each went to its own route with the contract's body
-    assert created == [True, True]
-    [c] = server.on("/compta/comptes/client")
-    [f] = server.on("/compta/comptes/fournisseur")
-    assert json.loads(c.content) == {"CodeDossier": "DUPONT01", "Code": "CDURAND", "Lib": "Durand SARL"}
-    assert json.loads(f.content) == {"CodeDossier": "DUPONT01", "Code": "FORANGE", "Lib": "Orange SA"}
-
-
-# -- transport-level answers ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("call", ["read", "post"])
-def test_429_is_rate_limited_with_retry_after(call):
-    # given a server shedding load, asking to wait 30 seconds
-    limited = answer(429, text="", headers={"Retry-After": "30"})
-    server = FakeAcd({"/compta/journal": [limited], "/compta/ecriture": [limited]})
-    client = client_for(server)
-
-    # when a read or a post is made
-    with pytest.raises(RateLimited) as info:
-        client.journals("DUPONT01") if call == "read" else client.post_entry(ENTRY)
-
-    # then it is rate limited, transient, carrying the server's delay
-    assert info.value.retry_after == 30.0
-    assert info.value.status == 429
-    assert info.value.kind is ErrorKind.TRANSIENT
-
-
-@pytest.mark.parametrize("status", [502, 503])
-@pytest.mark.parametrize("call", ["read", "post"])
-def test_server_off_is_server_unavailable(status, call):
-    # given a firm's server that is off behind its proxy
-    down = answer(status, text="<html><body>Service Unavailable</body></html>")
-    server = FakeAcd({"/compta/journal": [down], "/compta/ecriture": [down]})
-    client = client_for(server)
-
-    # when a read or a post is made
-    with pytest.raises(ServerUnavailable) as info:
-        client.journals("DUPONT01") if call == "read" else client.post_entry(ENTRY)
-
-    # then it is a transient outage naming the status
-    assert info.value.status == status
-    assert str(status) in info.value.message
-
-
-def test_login_on_a_server_that_is_off_is_server_unavailable():
-    # given a firm's server that is off
-    server = FakeAcd(logins=[answer(503, text="down")])
-    client = client_for(server)
-
-    # when a call is made, then the outage is reported as transient
-    with pytest.raises(ServerUnavailable):
-        client.dossiers()
-
-
-def test_gateway_timeout_on_post_is_outcome_unknown():
-    # given a reverse proxy that gave up waiting for the firm's server while it was posting
-    server = FakeAcd({"/compta/ecriture": [answer(504, text="<html>Gateway Time-out</html>")]})
-    client = client_for(server)
-
-    # when the entry is posted, then the client does not know whether it landed
+def test_a_200_without_the_envelope_after_a_post_is_an_unknown_outcome(store, reply):
+    server = FakeIsuite()
+    server.override("/compta/ecriture", reply)
     with pytest.raises(PostOutcomeUnknown):
-        client.post_entry(ENTRY)
+        client_for(server, store).post_entry(ENTRY)
+
+
+def test_ko_without_any_reason_is_a_refusal(store):
+    server = FakeIsuite()
+    server.override("/compta/ecriture", answer(200, {"codeRetour": 0, "description": "KO", "listeErreurs": []}))
+    with pytest.raises(EntryRefused):
+        client_for(server, store).post_entry(ENTRY)
 
 
 @pytest.mark.parametrize(
-    ("route", "call"),
+    "text",
     [
-        ("/compta/journal", lambda c: c.journals("DUPONT01")),
-        ("/compta/comptes/generaux", lambda c: c.accounts("DUPONT01", "generaux")),
-        ("/compta/ecriture", lambda c: c.post_entry(ENTRY)),
-        ("/compta/ecritures/filtrer", lambda c: c.find_entries("DUPONT01", "(#K7QZ#)")),
+        "Le format de la chaîne d'entrée est incorrect.",
+        "La référence d'objet n'est pas définie à une instance d'un objet.",
+        "Le serveur MySQL est momentanément injoignable",
     ],
-    ids=["journals", "accounts", "post", "find"],
 )
-def test_403_on_a_dossier_route_is_dossier_not_shared(route, call):
-    # given a dossier not shared in i-Suite
-    server = FakeAcd({route: [ko("droitsInsuffisants", status=403)]})
-    client = client_for(server)
-
-    # when a route naming it is called
-    with pytest.raises(DossierNotShared) as info:
-        call(client)
-
-    # then the customer is told to share the dossier
-    assert info.value.status == 403
-    assert info.value.code == "droitsInsuffisants"
-    assert "Sharing Management" in info.value.hint
-
-
-def test_403_on_ged_upload_is_ged_access_denied(tmp_path):
-    # given a GED section the API user may not write to
-    scan = tmp_path / "scan.pdf"
-    scan.write_bytes(b"%PDF-1.4 scan")
-    server = FakeAcd({"/ged/documents": [ko("droitsInsuffisants", status=403)]})
-    client = client_for(server)
-
-    # when a document is uploaded
-    with pytest.raises(GedAccessDenied) as info:
-        client.upload_document("DUPONT01", 0, "K7QZ-scan.pdf", scan, "application/pdf")
-
-    # then the customer is told about GED rights, not dossier sharing
-    assert info.value.status == 403
-    assert "GED" in info.value.hint
-
-
-def test_ged_upload_sends_folder_and_file_and_returns_the_id(tmp_path):
-    # given a GED accepting the document
-    scan = tmp_path / "scan.pdf"
-    scan.write_bytes(b"%PDF-1.4 scan")
-    server = FakeAcd({"/ged/documents": [answer(201, {"Id": 8812, "Nom": "K7QZ-scan.pdf"})]})
-    client = client_for(server)
-
-    # when a document is uploaded to folder 7
-    ged_id = client.upload_document("DUPONT01", 7, "K7QZ-scan.pdf", scan, "application/pdf")
-
-    # then its id comes back, and the multipart body carried the folder, the name and the bytes
-    assert ged_id == 8812
-    [upload] = server.on("/ged/documents")
-    assert upload.url.params["CodeDossier"] == "DUPONT01"
-    body = upload.content
-    assert b'name="idArboGed"\r\n\r\n7\r\n' in body
-    assert b'filename="K7QZ-scan.pdf"' in body
-    assert b"%PDF-1.4 scan" in body
-
-
-def test_404_dossier_introuvable_is_dossier_not_found():
-    # given a dossier code the server does not know
-    server = FakeAcd({"/compta/journal": [ko("dossierIntrouvable", status=404)]})
-    client = client_for(server)
-
-    # when its journals are read, then the customer is told to check the code
-    with pytest.raises(DossierNotFound):
-        client.journals("NOPE01")
-
-
-@pytest.mark.parametrize("failure", [httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError])
-def test_transport_error_after_sending_a_post_is_outcome_unknown(failure):
-    # given a connection that breaks once the entry was sent
-    server = FakeAcd({"/compta/ecriture": [fails(failure)]})
-    client = client_for(server)
-
-    # when the entry is posted
+def test_a_french_dotnet_500_after_a_post_is_an_unknown_outcome_keeping_the_text(store, text):
+    server = FakeIsuite()
+    server.override("/compta/ecriture", answer(500, text=text))
     with pytest.raises(PostOutcomeUnknown) as info:
-        client.post_entry(ENTRY)
-
-    # then the outcome is unknown (to be looked up, never blindly resent), chained to the transport error
-    assert isinstance(info.value.__cause__, failure)
-    assert "/compta/ecriture" in info.value.message
+        client_for(server, store).post_entry(ENTRY)
+    assert text in info.value.message
 
 
-@pytest.mark.parametrize("failure", [httpx.ConnectError, httpx.ConnectTimeout])
-def test_refused_connection_on_a_post_is_a_plain_outage(failure):
-    # given a server that cannot be reached at all: the entry never left
-    server = FakeAcd({"/compta/ecriture": [fails(failure)]})
-    client = client_for(server)
-
-    # when the entry is posted, then it is a plain outage, safe to retry
-    with pytest.raises(ServerUnavailable):
-        client.post_entry(ENTRY)
+def test_a_french_dotnet_500_on_a_read_is_transient_keeping_the_text(store):
+    server = FakeIsuite()
+    server.override("/compta/journal", answer(500, text="Le serveur MySQL est momentanément injoignable"))
+    with pytest.raises(ServerUnavailable) as info:
+        client_for(server, store).journals()
+    assert "Le serveur MySQL est momentanément injoignable" in info.value.message
 
 
 @pytest.mark.parametrize(
-    ("failure", "error_class"),
+    ("reply", "expected"),
     [
-        (httpx.ConnectError, ServerUnavailable),
-        (httpx.ConnectTimeout, ServerUnavailable),
-        (httpx.ReadTimeout, AcdTimeout),
-        (httpx.RemoteProtocolError, ServerUnavailable),
-        (httpx.ReadError, ServerUnavailable),
+        (answer(503, text="Service Unavailable"), ServerUnavailable),
+        (answer(502, text="Passerelle incorrecte : Le serveur distant a retourné une erreur"), PostOutcomeUnknown),
+        (fails(httpx.ConnectError), ServerUnavailable),
+        (fails(httpx.ReadTimeout), PostOutcomeUnknown),
+        (fails(httpx.RemoteProtocolError), PostOutcomeUnknown),
     ],
+    ids=["503", "502", "refused", "read-timeout", "dropped"],
 )
-def test_transport_error_on_a_read_is_transient(failure, error_class):
-    # given a connection failing during a read
-    server = FakeAcd({"/compta/journal": [fails(failure)]})
-    client = client_for(server)
-
-    # when the journals are read
-    with pytest.raises(HubsyncError) as info:
-        client.journals("DUPONT01")
-
-    # then it is the transient class for that failure
-    assert type(info.value) is error_class
-    assert info.value.kind is ErrorKind.TRANSIENT
+def test_post_failures_are_unknown_unless_the_request_surely_never_ran(store, reply, expected):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    client.journals()
+    server.override("/compta/ecriture", reply)
+    with pytest.raises(expected):
+        client.post_entry(ENTRY)
 
 
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        answer(200, text="<html><body>Bienvenue sur IIS</body></html>", headers={"Content-Type": "text/html"}),
-        answer(200, text='[{"Code": "AC"'),
-        answer(200, {"Code": "AC"}),
-    ],
-    ids=["html", "broken-json", "object-not-array"],
-)
-def test_garbage_on_a_read_is_malformed_response(garbage):
-    # given a server answering 200 with something that is not the contract's array
-    server = FakeAcd({"/compta/journal": [garbage]})
-    client = client_for(server)
+def test_read_timeout_on_a_read_is_a_timeout(store):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    client.journals()
+    server.override("/compta/journal", fails(httpx.ReadTimeout))
+    with pytest.raises(AcdTimeout):
+        client.journals()
 
-    # when the journals are read, then the answer is refused as malformed (transient)
+
+def test_429_is_rate_limited_with_retry_after(store):
+    server = FakeIsuite()
+    server.override("/compta/journal", answer(429, text="", headers={"Retry-After": "30"}))
+    with pytest.raises(RateLimited) as info:
+        client_for(server, store).journals()
+    assert info.value.retry_after == 30.0
+
+
+def test_an_html_page_where_json_is_expected_is_malformed(store):
+    server = FakeIsuite()
+    server.override("/compta/journal", answer(200, text="<!DOCTYPE html><html><title>Connexion</title></html>"))
     with pytest.raises(MalformedResponse):
-        client.journals("DUPONT01")
+        client_for(server, store).journals()
+
+
+def test_create_account_that_exists_already_is_not_an_error(store):
+    server = FakeIsuite()
+    server.override("/compta/comptes/client", ko("compteExisteDeja", status=400), answer(200, OK))
+    client = client_for(server, store)
+    assert client.create_account("client", "CDURAND", "Durand SARL") is False
+    assert client.create_account("client", "CDUPUIS", "Dupuis") is True
+    bodies = [json.loads(c.body) for c in server.on("/compta/comptes/client")]
+    assert bodies == [{"Code": "CDURAND", "Lib": "Durand SARL"}, {"Code": "CDUPUIS", "Lib": "Dupuis"}]
+
+
+# -- tolerant reading of answers ------------------------------------------------------------------------
+
+
+def test_ged_tree_is_read_from_the_object_form_and_the_array_form(store):
+    tree = [{"Id": 1, "Libelle": "Achats", "Arborescences": []}]
+    server = FakeIsuite()
+    server.override("/ged/arborescence", answer(200, {"Arborescences": tree, "Total": 1}), answer(200, tree))
+    client = client_for(server, store)
+    assert client.ged_tree() == tree
+    assert client.ged_tree() == tree
 
 
 @pytest.mark.parametrize(
-    "garbage",
+    ("reply", "expected"),
     [
-        answer(200, text="<html><body>Bienvenue sur IIS</body></html>", headers={"Content-Type": "text/html"}),
-        answer(200, text='{"codeRetour": 1, "IdEc'),
-        answer(200, {"IdEcriture": 12}),
+        (answer(200, {"Id": 12, "Libelle": "Factures fournisseurs", "Chemin": "x"}), 12),
+        (answer(200, {"id": "12", "libelle": "Factures"}), 12),
+        (ko("planClassementIntrouvable", description="Plan de classement introuvable"), None),
+        (ko("planClassementIntrouvable", status=400, description="Plan de classement introuvable"), None),
+        (ko("planClassementIntrouvable", status=404, description="Plan de classement introuvable"), None),
     ],
-    ids=["html", "broken-json", "no-envelope"],
+    ids=["object", "lower-case", "none-200", "none-400", "none-404"],
 )
-def test_garbage_on_a_post_is_outcome_unknown(garbage):
-    # given a server answering the post with something that is not the envelope
-    server = FakeAcd({"/compta/ecriture": [garbage]})
-    client = client_for(server)
-
-    # when the entry is posted, then the client cannot tell whether it landed
-    with pytest.raises(PostOutcomeUnknown):
-        client.post_entry(ENTRY)
+def test_a_journals_filing_plan_is_its_folder_or_none(store, reply, expected):
+    server = FakeIsuite()
+    server.override("/compta/planClassementEcriture/AC", reply)
+    plan = client_for(server, store).filing_plan("AC")
+    assert (plan["Id"] if plan else None) == expected
 
 
-@pytest.mark.parametrize("body", [OK, {**OK, "IdEcriture": "8841"}], ids=["missing", "string"])
-def test_post_accepted_without_an_entry_id_is_outcome_unknown(body):
-    # given a server that accepted the entry (codeRetour 1) but gave no usable IdEcriture
-    server = FakeAcd({"/compta/ecriture": [answer(200, body)]})
-    client = client_for(server)
-
-    # when the entry is posted, then the client must look it up rather than post it again
-    with pytest.raises(PostOutcomeUnknown):
-        client.post_entry(ENTRY)
-
-
-# -- secrets ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reply", [answer(201, {"Id": 8812}), answer(200, {"id": "8812", "extra": True})])
+def test_upload_reads_the_document_id_in_any_case(store, tmp_path, reply):
+    server = FakeIsuite()
+    server.override("/ged/documents", reply)
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF-1.4 x")
+    assert client_for(server, store).upload_document(11, "a.pdf", path, "application/pdf") == 8812
+    (upload,) = server.on("/ged/documents")
+    assert b'name="idArboGed"\r\n\r\n11' in upload.body and b'filename="a.pdf"' in upload.body
 
 
-def test_password_never_appears_in_reprs():
-    # given a client with its credentials
-    client = client_for(FakeAcd())
-
-    # when it and its parts are shown
-    shown = [repr(client), repr(client.auth), repr(client.creds), str(client.creds)]
-
-    # then the password is not in any of them
-    assert all(PASSWORD not in text for text in shown)
-    assert "[secure]" in repr(client.auth)
-
-
-FAILURES = [
-    pytest.param({}, [ko("authentificationInvalide", status=401, description="mauvais mot de passe")], id="wrong"),
-    pytest.param({}, [answer(423, text="Locked")], id="locked"),
-    pytest.param({}, [answer(200, {"Token": "x"})], id="no-token"),
-    pytest.param({}, [fails(httpx.ReadTimeout)], id="login-timeout"),
-    pytest.param({"/compta/ecriture": [ko("journalInexistant")]}, [], id="business"),
-    pytest.param({"/compta/ecriture": [fails(httpx.ReadTimeout)]}, [], id="post-timeout"),
-    pytest.param({"/compta/ecriture": [answer(200, text="<html>")]}, [], id="post-garbage"),
-    pytest.param({"/compta/ecriture": [answer(503, text="down")]}, [], id="down"),
-]
+def test_an_upload_whose_answer_is_lost_is_unknown(store, tmp_path):
+    server = FakeIsuite()
+    client = client_for(server, store)
+    client.journals()
+    server.override("/ged/documents", fails(httpx.ReadError))
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF-1.4 x")
+    with pytest.raises(UploadOutcomeUnknown):
+        client.upload_document(0, "a.pdf", path, "application/pdf")
 
 
-@pytest.mark.parametrize(("routes", "logins"), FAILURES)
-def test_password_never_appears_in_raised_errors(routes, logins):
-    # given a server failing in one of many ways
-    server = FakeAcd(routes, logins=logins)
-    client = client_for(server)
+def test_documents_are_looked_up_by_name_or_none_when_the_route_is_missing(store):
+    server = FakeIsuite()
+    server.override(
+        "/ged/documents/filtrer",
+        answer(200, [{"Id": 5, "NomFichier": "K7QZ-a.pdf", "Arborescence": {"Id": 11}}, {"Id": 6, "NomFichier": "b"}]),
+        answer(405, text="Method Not Allowed"),
+    )
+    client = client_for(server, store)
+    assert [d["Id"] for d in client.find_documents("K7QZ-a.pdf")] == [5]
+    assert json.loads(server.on("/ged/documents/filtrer")[0].body) == {"NomFichier": "K7QZ-a.pdf"}
+    assert client.find_documents("K7QZ-a.pdf") is None
 
-    # when a post fails
-    with pytest.raises(HubsyncError) as info:
-        client.post_entry(ENTRY)
 
-    # then neither the error, its record form nor its cause shows the password
-    error = info.value
-    shown = [str(error), repr(error), json.dumps(error.to_dict()), str(error.__cause__), repr(error.__cause__)]
-    assert all(PASSWORD not in text for text in shown)
+def test_fec_is_asked_by_year_only_and_its_envelope_refusal_is_unavailable(store):
+    from pipeline.acd.errors import FecUnavailable
+
+    server = FakeIsuite()
+    client = client_for(server, store)
+    assert client.fec(2027, 60.0).startswith("JournalCode")
+    assert json.loads(server.on("/compta/fec")[0].body) == {"Annee": 2027}
+    server.override("/compta/fec", ko("periodeMultiExercice", description="Aucun exercice"))
+    with pytest.raises(FecUnavailable):
+        client.fec(2031, 60.0)
+
+
+def test_the_password_never_shows_in_reprs():
+    c = creds()
+    assert PASSWORD not in repr(c) and PASSWORD not in repr(AcdClient(httpx.Client(), c, "D", None))  # type: ignore[arg-type]

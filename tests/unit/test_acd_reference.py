@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
 
-from pipeline.acd.errors import EntryRefused, InvoiceNumberManagementOff, UnknownAccount, UnknownJournal
+from pipeline.acd.errors import (
+    EntryRefused,
+    FiscalYearClosed,
+    InactiveAccount,
+    InvoiceNumberManagementOff,
+    OutsideFiscalYears,
+    UnknownAccount,
+    UnknownJournal,
+)
+from pipeline.acd.fec import FiscalYear
 from pipeline.acd.reference import Reference, check_entry, dossier_scope
 from pipeline.model import Entry
 from pipeline.samples import sample_entry, sample_event
@@ -138,3 +148,115 @@ def test_the_check_reuses_loaded_reference_data_until_it_is_refreshed(redis_serv
     again = ref_mod.load_for_check(store, first.scope)
     assert again is not None and "699999" in again.general and again.refreshed_at == 200.0
     client.flushdb()
+
+
+# -- v2: inactive accounts, fiscal years, tolerant reading --------------------------------------------
+
+YEARS = [
+    FiscalYear(date(2023, 1, 1), date(2023, 12, 31), closed=True),
+    FiscalYear(date(2024, 1, 1), date(2025, 3, 31)),
+    FiscalYear(date(2025, 4, 1), date(2026, 3, 31)),
+    FiscalYear(date(2026, 4, 1), date(2027, 3, 31), current=True),
+]
+
+
+def test_an_inactive_general_or_subsidiary_account_is_refused_naming_it() -> None:
+    with pytest.raises(InactiveAccount) as info:
+        check_entry(entry("bank_transaction"), reference(inactive={"627000"}))
+    assert "account 627000 is inactive in ACD dossier DUPONT01" in info.value.message
+    with pytest.raises(InactiveAccount):
+        check_entry(entry("purchase"), reference(inactive={"FEDF"}))
+    assert "reactivate" in info.value.hint
+
+
+def test_a_date_in_a_closed_fiscal_year_is_refused() -> None:
+    with pytest.raises(FiscalYearClosed) as info:
+        check_entry(entry("bank_transaction", date="2023-06-30"), reference(fiscal_years=YEARS))
+    assert "01/01/2023-31/12/2023" in info.value.message and "closed" in info.value.message
+
+
+def test_a_date_outside_every_fiscal_year_is_refused_listing_them() -> None:
+    with pytest.raises(OutsideFiscalYears) as info:
+        check_entry(entry("bank_transaction", date="2027-06-30"), reference(fiscal_years=YEARS))
+    assert "30/06/2027 is in no fiscal year" in info.value.message and "01/04/2026-31/03/2027" in info.value.message
+
+
+def test_a_non_calendar_fiscal_year_holds_its_months_and_gives_its_end_year_for_the_fec() -> None:
+    ref = reference(fiscal_years=YEARS)
+    november = entry("bank_transaction", date="2026-11-19")
+    check_entry(november, ref)
+    assert ref.fec_year(november) == 2027
+    assert ref.fec_year(entry("bank_transaction", date="2026-02-10")) == 2026
+
+
+def test_without_fiscal_years_from_the_server_dates_are_not_checked() -> None:
+    check_entry(entry("bank_transaction", date="2031-01-01"), reference(fiscal_years=None))
+
+
+def test_analytic_accounts_are_not_refused_before_acd_decides() -> None:
+    check_entry(entry("bank_transaction"), reference(analytic={"627000"}))
+
+
+def test_a_journals_filing_plan_gives_its_folder() -> None:
+    ref = reference(filing_plans={"AC": {"Id": 11, "Libelle": "Factures fournisseurs"}})
+    assert ref.folder_for("AC") == 11 and ref.folder_for("BQ") is None
+    assert reference(filing_plans=None).folder_for("AC") is None
+
+
+def test_reference_data_is_read_tolerantly_from_the_server() -> None:
+    import httpx
+
+    from pipeline.acd import reference as ref_mod
+    from pipeline.acd.client import AcdClient, AcdCredentials
+    from pipeline.secrets import Secret
+
+    answers = {
+        "/compta/journal": [
+            {"code": "AC", "libelle": "Achats", "nature": "Achat", "numeroFacture": "true", "Extra": 1},
+            {"Code": "AN", "Libelle": "A nouveaux", "Nature": "ANouveau", "NumeroFacture": False},
+            {"Code": "SI", "Libelle": "Situation", "Nature": "SituationInventaire"},
+        ],
+        "/compta/comptes/generaux": [
+            {"Code": "606400", "CptInactif": False, "ActivationAnalytique": 1},
+            {"code": "607000", "cptInactif": "true"},
+        ],
+        "/compta/comptes/clients": [{"Code": "CDURAND", "Categ": "C"}],
+        "/compta/comptes/fournisseurs": [{"Code": "FEDF", "Categ": "F", "CptInactif": True}],
+        "/compta/exercices": [{"DateDebut": "2026-04-01T00:00:00", "DateFin": "2027-03-31T00:00:00", "Courant": True}],
+        "/ged/arborescence": {"Arborescences": [{"Id": 1, "Libelle": "Achats"}]},
+        "/compta/planClassementEcriture/AC": {"Id": 11, "Libelle": "Factures"},
+        "/compta/planClassementEcriture/AN": {
+            "codeRetour": 0,
+            "listeErreurs": [{"erreur": "planClassementIntrouvable"}],
+        },
+        "/compta/planClassementEcriture/SI": {
+            "codeRetour": 0,
+            "listeErreurs": [{"erreur": "planClassementIntrouvable"}],
+        },
+    }
+
+    class Tokens:
+        store = None
+
+        def get(self, key):
+            from pipeline.acd.tokens import Token
+
+            return Token("T" * 30, "fp")
+
+        def touch(self, key, token):
+            pass
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        route = request.url.path.removeprefix("/CNX/api/v1")
+        return httpx.Response(200, json=answers[route])
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    creds = AcdCredentials("https://x.fr/CNX/api", "CNX", "QONTO", Secret("pw"))
+    ref = ref_mod.fetch(AcdClient(http, creds, "DUPONT01", Tokens()), "scope")  # type: ignore[arg-type]
+    assert sorted(ref.journals) == ["AC", "AN", "SI"]
+    assert ref.journals["AC"]["NumeroFacture"] is True and ref.journals["SI"]["Nature"] == "SituationInventaire"
+    assert ref.general == {"606400", "607000"} and ref.inactive == {"607000", "FEDF"}
+    assert ref.analytic == {"606400"}
+    assert ref.fiscal_years == [FiscalYear(date(2026, 4, 1), date(2027, 3, 31), current=True)]
+    assert ref.filing_plans == {"AC": {"Id": 11, "Libelle": "Factures"}}
+    assert ref.ged_tree == [{"Id": 1, "Libelle": "Achats"}]

@@ -141,7 +141,8 @@ def test_discard_needs_a_reason_and_records_it(store: Store) -> None:
 
 
 def test_health_shows_last_success_waiting_retries_breaker_and_queue_depths(store: Store) -> None:
-    store.save_connection(Connection("acd", "cf_a", {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
+    params = {"url": "https://acd.example/iSuiteExpert", "api_base": "https://acd.example/CNX/api", "dossier": "D1"}
+    store.save_connection(Connection("acd", "cf_a", params))
     ok = record_id("acd", "cf_a", "ent_ok")
     store.create_record(ok, {}, "e1")
     with patch("pipeline.store.now", return_value=1_700_000_000.0):
@@ -149,7 +150,7 @@ def test_health_shows_last_success_waiting_retries_breaker_and_queue_depths(stor
     waiting = record_id("acd", "cf_a", "ent_wait")
     store.create_record(waiting, {}, "e2")
     store.update(waiting, state="waiting_retry")
-    store.r.hset("hubsync:breaker:acd:https://acd.example/iSuiteExpert", mapping={"failures": 4})
+    store.r.hset("hubsync:breaker:acd:https://acd.example/cnx/api", mapping={"failures": 4})
     store.r.rpush("acd", "m1", "m2")
     (row,) = queries.health(store)
     assert (row.provider, row.client_file, row.dossier, row.connection) == ("acd", "cf_a", "D1", "ready")
@@ -245,3 +246,38 @@ def test_first_page_facets_and_causes_come_from_indexes_and_pages_do_not_overlap
     assert narrowed.total == 3
     searched = queries.page(store, queries.Filter(q="684"), 0, 50)
     assert [d.entry_id for d in searched.letters] == ["ent_4"] and searched.complete
+
+
+def test_a_refused_event_keeps_its_event_id_even_when_it_is_not_valid_json(store: Store) -> None:
+    from pipeline.ingest import parse, refuse
+
+    broken = '{"event_id": "evt_broken_\\u00e91", "entry": {"id": "ent_1", "label": "x"'  # cut mid-way
+    event, data, errors = parse(broken)
+    assert event is None and errors[0].startswith("event: not valid JSON")
+    result = refuse(store, data, errors)
+    dl = store.dead_letter(result.dead_letter_id)
+    assert dl.event_id == "evt_broken_é1" and result.event_id == "evt_broken_é1"
+    assert dl.to_dict()["event_id"] == "evt_broken_é1"
+    # a valid JSON event breaking the schema keeps its id too, and the search box finds it
+    event, data, errors = parse({"event_id": "evt_bad_schema", "entry": {}})
+    assert store.dead_letter(refuse(store, data, errors).dead_letter_id).event_id == "evt_bad_schema"
+    assert [d.id for d in queries.dead_letters(store, queries.Filter(q="evt_bad_schema"))] != []
+    # nothing to read: no id, never an invented one
+    assert dead_letter_event(store, "garbage", InvalidEvent("x")).event_id == ""
+
+
+def test_a_dead_lettered_record_names_the_event_that_brought_it(store: Store) -> None:
+    rid = record_id("acd", "cf_evt", "ent_evt")
+    store.create_record(rid, _event("cf_evt", "ent_evt"), "evt_ent_evt")
+    dl = dead_letter_record(store, store.record(rid), "map", UnknownAccount("account 699999 is not in the chart"))
+    assert dl.event_id == "evt_ent_evt"
+
+
+def test_an_acd_record_shows_its_ecriture_num_once_the_fec_shows_it(store: Store) -> None:
+    rid = record_id("acd", "cf_num", "ent_num")
+    store.create_record(rid, _event("cf_num", "ent_num"), "evt_num")
+    assert queries.provider_id_text(store.record(rid)) == "-"
+    store.update(rid, posted_at=1.0)
+    assert queries.provider_id_text(store.record(rid)) == "posted; not in the FEC yet"
+    store.update(rid, provider_id="4711")
+    assert queries.provider_id_text(store.record(rid)) == "EcritureNum 4711"

@@ -195,7 +195,7 @@ REFUSALS = [
     ),
     pytest.param(
         _set("entry.label", "x" * 1001),
-        "entry.label: Length must be between 1 and 1000.",
+        "entry.label: Longer than maximum length 1000.",
         id="label-over-1000-chars",
     ),
     pytest.param(
@@ -418,3 +418,49 @@ def test_flatten_errors_joins_nested_paths_and_schema_errors():
         "documents.1.sha256: not hex",
         "documents.1.sha256: too short",
     ]
+
+
+# -- analytics and empty labels ---------------------------------------------------------------------
+
+
+def test_an_empty_entry_label_loads():
+    data = valid_event()
+    data["entry"]["label"] = ""
+    assert load_event(data).entry.label == ""
+
+
+def test_line_analytics_load_as_sections_with_decimal_amounts():
+    data = valid_event()
+    data["entry"]["lines"][0]["analytics"] = [
+        {"section": "PARIS", "amount": "100.00"},
+        {"section": "LYON-2", "amount": "37.01"},
+    ]
+    line = load_event(data).entry.lines[0]
+    assert [(a.section, a.amount) for a in line.analytics] == [
+        ("PARIS", Decimal("100.00")),
+        ("LYON-2", Decimal("37.01")),
+    ]
+    assert load_event(valid_event()).entry.lines[0].analytics == ()
+
+
+@pytest.mark.parametrize(
+    ("analytics", "error"),
+    [
+        (
+            [{"section": "PARIS", "amount": "100.00"}],
+            "entry.lines.0.analytics: the analytic amounts add up to 100.00, not to the line's 137.01",
+        ),
+        ([{"section": "PARIS", "amount": 137.01}], "entry.lines.0.analytics.0.amount: must be a decimal string"),
+        ([{"section": "PA RIS", "amount": "137.01"}], "entry.lines.0.analytics.0.section: must be 1 to 20"),
+        ([{"amount": "137.01"}], "entry.lines.0.analytics.0.section: Missing data for required field."),
+        (
+            [{"section": "A", "amount": "137.01"}, {"section": "B", "amount": "0.00"}],
+            "entry.lines.0.analytics: an analytic amount is zero",
+        ),
+    ],
+    ids=["not-adding-up", "float", "bad-section", "no-section", "zero-share"],
+)
+def test_bad_analytics_are_refused_naming_the_field(analytics, error):
+    data = valid_event()
+    data["entry"]["lines"][0]["analytics"] = analytics
+    assert any(e.startswith(error) for e in refusal(data)), refusal(data)

@@ -247,7 +247,7 @@ def test_entry_with_a_long_subsidiary_code_is_never_mapped_with_a_cut_code():
 
     # when it is mapped, then it is refused rather than posted with a shortened code
     with pytest.raises(SubsidiaryCodeTooLong):
-        map_entry(entry, "DUPONT01", ACK, None)
+        map_entry(entry, ACK, None)
 
 
 def test_entry_with_a_13_char_subsidiary_code_keeps_it_whole():
@@ -255,7 +255,7 @@ def test_entry_with_a_13_char_subsidiary_code_keeps_it_whole():
     entry = entry_from(sample_entry("purchase", 1, supplier=("FORANGEBUSINE", "Orange Business")))
 
     # when it is mapped
-    body = map_entry(entry, "DUPONT01", ACK, None)
+    body = map_entry(entry, ACK, None)
 
     # then the supplier line names the whole code
     assert [line["Compte"] for line in body["LignesEcriture"]] == ["606400", "445660", "FORANGEBUSINE"]
@@ -269,16 +269,17 @@ def test_purchase_maps_to_the_contract_body():
     entry = entry_from(sample_entry("purchase", 1))
 
     # when it is mapped with a GED document id
-    body = map_entry(entry, "DUPONT01", ACK, 8812)
+    body = map_entry(entry, ACK, 8812)
 
-    # then it is exactly the body of POST /compta/ecriture in the contract
+    # then it is exactly the body of POST /compta/ecriture in the contract: no CodeDossier (the dossier is the
+    # session's), ReferenceGed as a string at entry level and on each line
     label = "EDF - facture février 2026 fournitures, a (#K7QZ#)"
-    common = {"Jour": 2, "NumeroPiece": "F-2026-1001", "NumeroFacture": "F-2026-1001", "ReferenceGed": 8812}
+    common = {"Jour": 2, "NumeroPiece": "F-2026-1001", "NumeroFacture": "F-2026-1001", "ReferenceGed": "8812"}
     assert body == {
-        "CodeDossier": "DUPONT01",
         "Journal": "AC",
         "Mois": 2,
         "Annee": 2026,
+        "ReferenceGed": "8812",
         "LignesEcriture": [
             {**common, "Compte": "606400", "Libelle": label, "Debit": 137.01, "Credit": 0},
             {**common, "Compte": "445660", "Libelle": label, "Debit": 27.40, "Credit": 0},
@@ -292,7 +293,7 @@ def test_counterparty_line_names_the_subsidiary_code_not_the_general_account():
     entry = entry_from(sample_entry("sale", 1))
 
     # when it is mapped
-    body = map_entry(entry, "DUPONT01", ACK, None)
+    body = map_entry(entry, ACK, None)
 
     # then that line's Compte is the client code; the others keep their general account
     assert [line["Compte"] for line in body["LignesEcriture"]] == ["CMARTINEZ", "706000", "445710"]
@@ -304,7 +305,7 @@ def test_amounts_are_json_numbers_with_at_most_2_decimals():
     entry = entry_from(sample_entry("purchase", 1))
 
     # when it is mapped and serialised as httpx would
-    body = map_entry(entry, "DUPONT01", ACK, None)
+    body = map_entry(entry, ACK, None)
     text = json.dumps(body)
 
     # then amounts are JSON numbers (not strings), equal to the Decimal amounts to the cent
@@ -324,7 +325,7 @@ def test_largest_amounts_keep_their_cents():
     raw["lines"][0]["debit"] = raw["lines"][1]["credit"] = "1234567890123.45"
 
     # when it is mapped
-    lines = map_entry(entry_from(raw), "DUPONT01", ACK, None)["LignesEcriture"]
+    lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
 
     # then the amount survives the trip to a JSON number exactly
     assert json.dumps(lines[0]["Debit"]) == "1234567890123.45"
@@ -337,7 +338,7 @@ def test_entry_without_invoice_number_has_no_numero_facture():
     assert entry.invoice_number is None
 
     # when it is mapped
-    body = map_entry(entry, "DUPONT01", ACK, None)
+    body = map_entry(entry, ACK, None)
 
     # then no line carries NumeroFacture (ACD refuses it on journals without invoice numbers) and the
     # piece number falls back to the entry id
@@ -351,23 +352,24 @@ def test_empty_invoice_number_is_treated_as_none():
     raw["invoice_number"] = ""
 
     # when it is mapped
-    body = map_entry(entry_from(raw), "DUPONT01", ACK, None)
+    body = map_entry(entry_from(raw), ACK, None)
 
     # then there is no NumeroFacture at all
     assert all("NumeroFacture" not in line for line in body["LignesEcriture"])
 
 
-def test_reference_ged_only_when_a_document_was_uploaded():
+def test_reference_ged_is_a_string_empty_without_a_document():
     # given a purchase
     entry = entry_from(sample_entry("purchase", 1))
 
     # when it is mapped without and with a GED id
-    without = map_entry(entry, "DUPONT01", ACK, None)
-    with_doc = map_entry(entry, "DUPONT01", ACK, 42)
+    without = map_entry(entry, ACK, None)
+    with_doc = map_entry(entry, ACK, 42)
 
-    # then ReferenceGed is absent in the first and on every line of the second
-    assert all("ReferenceGed" not in line for line in without["LignesEcriture"])
-    assert [line["ReferenceGed"] for line in with_doc["LignesEcriture"]] == [42, 42, 42]
+    # then ReferenceGed is "" in the first and "42" at entry level and on every line of the second
+    assert without["ReferenceGed"] == "" and all(line["ReferenceGed"] == "" for line in without["LignesEcriture"])
+    assert with_doc["ReferenceGed"] == "42"
+    assert [line["ReferenceGed"] for line in with_doc["LignesEcriture"]] == ["42", "42", "42"]
 
 
 def test_line_label_is_used_when_the_line_has_one():
@@ -376,7 +378,7 @@ def test_line_label_is_used_when_the_line_has_one():
     raw["lines"][1]["label"] = "  TVA déductible   sur facture EDF "
 
     # when it is mapped
-    lines = map_entry(entry_from(raw), "DUPONT01", ACK, None)["LignesEcriture"]
+    lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
 
     # then that line carries its own (cleaned) label, the others the entry's, all tagged
     assert lines[1]["Libelle"] == "TVA déductible sur facture EDF (#K7QZ#)"
@@ -388,8 +390,52 @@ def test_every_mapped_label_fits_and_ends_with_the_ack_code():
     entries = [entry_from(sample_entry(kind, 7)) for kind in ("purchase", "sale", "expense_report", "bank_transaction")]
 
     # when they are mapped
-    labels = [line["Libelle"] for e in entries for line in map_entry(e, "DUPONT01", ACK, None)["LignesEcriture"]]
+    labels = [line["Libelle"] for e in entries for line in map_entry(e, ACK, None)["LignesEcriture"]]
 
     # then every label is at most 50 characters and ends with the tag
     assert labels
     assert all(len(label) <= 50 and label.endswith(" " + TAG) for label in labels)
+
+
+# -- analytics and empty labels ----------------------------------------------------------------------
+
+
+def test_line_analytics_are_sent_as_analytiques_on_the_lines_side():
+    # given a purchase whose expense line is split over two sections, and a sale whose revenue line is
+    raw = sample_entry("purchase", 1)
+    raw["lines"][0]["analytics"] = [{"section": "PARIS", "amount": "100.00"}, {"section": "LYON", "amount": "37.01"}]
+    sale = sample_entry("sale", 1)
+    sale["lines"][1]["analytics"] = [{"section": "CONSEIL", "amount": sale["lines"][1]["credit"]}]
+
+    # when they are mapped
+    lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
+    sale_lines = map_entry(entry_from(sale), ACK, None)["LignesEcriture"]
+
+    # then the split is on the debit side of the debit line, the credit side of the credit line, only there
+    assert lines[0]["Analytiques"] == [
+        {"Section1": "PARIS", "Debit": 100.0, "Credit": 0},
+        {"Section1": "LYON", "Debit": 37.01, "Credit": 0},
+    ]
+    assert "Analytiques" not in lines[1] and "Analytiques" not in lines[2]
+    assert sale_lines[1]["Analytiques"] == [{"Section1": "CONSEIL", "Debit": 0, "Credit": sale_lines[1]["Credit"]}]
+
+
+def test_an_empty_label_becomes_the_counterparty_and_invoice_number():
+    raw = sample_entry("purchase", 1)
+    raw["label"] = ""
+    lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
+    assert {line["Libelle"] for line in lines} == {"EDF F-2026-1001 (#K7QZ#)"}
+
+
+def test_an_empty_label_without_counterparty_or_invoice_becomes_the_kind_and_date():
+    raw = sample_entry("bank_transaction", 1)
+    raw["label"] = "   "
+    lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
+    assert {line["Libelle"] for line in lines} == {"Opération bancaire du 02/02/2026 (#K7QZ#)"}
+
+
+def test_a_label_made_only_of_an_ack_code_is_replaced_too():
+    raw = sample_entry("expense_report", 1)
+    raw["label"] = "(#ABCD#)"
+    lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
+    assert {line["Libelle"] for line in lines} == {"Note de frais du 02/02/2026 (#K7QZ#)"}

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.acd.fec import entries_by_ack, parse_fec
+from pipeline.acd.reconcile import classify
 from pipeline.deliveries import RedeliveryLimitReached, count_delivery, finished, poisoned
-from pipeline.reconcile import acks_in_entries, classify
 from pipeline.samples import sample_entry, sample_event
 from pipeline.store import P, Store, now, record_id
 
@@ -19,11 +20,9 @@ def store(redis_server: Any) -> Store:
     return Store.from_url(redis_server.url)
 
 
-def _acd_entry(entry_id: int, ack: str, lines: int = 2) -> dict[str, Any]:
-    return {
-        "IdEcriture": entry_id,
-        "LignesEcriture": [{"Libelle": f"Frais bancaires (#{ack}#)"} for _ in range(lines)],
-    }
+def _fec(*rows: tuple[int, str]) -> str:
+    header = "JournalCode\tEcritureNum\tEcritureLib\tDebit\tCredit"
+    return "\r\n".join([header, *(f"BQ\t{num}\t{label}\t1,00\t0,00" for num, label in rows)]) + "\r\n"
 
 
 def _record(store: Store, cf: str, scope: str, n: int, **fields: Any) -> tuple[str, str]:
@@ -36,31 +35,38 @@ def _record(store: Store, cf: str, scope: str, n: int, **fields: Any) -> tuple[s
     return entry["id"], ack
 
 
-def test_acks_are_read_from_the_end_of_line_labels_once_per_entry() -> None:
-    entries = [_acd_entry(1, "K7QZ", lines=3), _acd_entry(2, "K7QZ"), _acd_entry(3, "AB23"), {"IdEcriture": 4}]
-    entries.append({"IdEcriture": 5, "LignesEcriture": [{"Libelle": "(#K7QZ#) not at the end"}]})
-    assert acks_in_entries(entries) == {"K7QZ": [1, 2], "AB23": [3]}
+def test_acks_are_read_from_the_end_of_fec_labels_once_per_entry() -> None:
+    lines = parse_fec(
+        _fec(
+            *[(1, "Frais (#K7QZ#)")] * 3,
+            (2, "Frais (#K7QZ#)"),
+            (3, "Loyer (#AB23#)"),
+            (4, "sans code"),
+            (5, "(#K7QZ#) not at the end"),
+        )
+    )
+    assert entries_by_ack(lines) == {"K7QZ": ["1", "2"], "AB23": ["3"]}
 
 
 def test_classify_finds_landed_missing_duplicated_unknown_and_the_rest(store: Store) -> None:
     # given a client file's records in every situation, and what its ACD dossier holds
     cf, scope = f"cf_rec_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:16]
     landed, landed_ack = _record(store, cf, scope, 1, provider_id="10", posted_at=now() - 60, state="confirmed")
-    missing, missing_ack = _record(store, cf, scope, 2, provider_id="11", posted_at=now() - 60, state="confirmed")
-    twice, twice_ack = _record(store, cf, scope, 3, provider_id="12", posted_at=now() - 60, state="posted")
-    fresh, _ = _record(store, cf, scope, 4, provider_id="13", posted_at=now(), state="posted")
+    missing, missing_ack = _record(store, cf, scope, 2, posted_at=now() - 60, state="posted")
+    twice, twice_ack = _record(store, cf, scope, 3, posted_at=now() - 60, state="posted")
+    fresh, _ = _record(store, cf, scope, 4, posted_at=now(), state="posted")
     unrecorded, unrecorded_ack = _record(store, cf, scope, 5, state="waiting_retry", post_started_at=now() - 5)
     pending, _ = _record(store, cf, scope, 6, state="received")
     dead, _ = _record(store, cf, scope, 7, state="dead")
-    in_acd = {landed_ack: [10], twice_ack: [12, 14], unrecorded_ack: [15], "ZZZZ": [16]}
+    in_acd = {landed_ack: ["10"], twice_ack: ["12", "14"], unrecorded_ack: ["15"], "ZZZZ": ["16"]}
     # when they are classified
     result = classify(store, cf, "DOSSIER01", scope, in_acd)
     # then each lands in its own list, and only missing, duplicated and unknown make it not ok
     assert result.records == 7
     assert result.landed == [landed]
     assert [(f.entry_id, f.ack) for f in result.missing] == [(missing, missing_ack)]
-    assert [(f.entry_id, f.provider_ids) for f in result.duplicated] == [(twice, [12, 14])]
-    assert [(f.ack, f.provider_ids) for f in result.unknown] == [("ZZZZ", [16])]
+    assert [(f.entry_id, f.provider_ids) for f in result.duplicated] == [(twice, ["12", "14"])]
+    assert [(f.ack, f.provider_ids) for f in result.unknown] == [("ZZZZ", ["16"])]
     assert result.indexing == [fresh]
     assert result.unrecorded == [unrecorded]
     assert result.pending == [pending] and result.dead == [dead]
@@ -71,7 +77,7 @@ def test_classify_finds_landed_missing_duplicated_unknown_and_the_rest(store: St
 def test_classify_is_ok_when_everything_landed_once(store: Store) -> None:
     cf, scope = f"cf_rec_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:16]
     acks = [_record(store, cf, scope, n, provider_id=str(n), posted_at=now() - 60)[1] for n in range(3)]
-    result = classify(store, cf, "DOSSIER01", scope, {ack: [n] for n, ack in enumerate(acks)})
+    result = classify(store, cf, "DOSSIER01", scope, {ack: [str(n)] for n, ack in enumerate(acks)})
     assert result.ok and len(result.landed) == 3
 
 

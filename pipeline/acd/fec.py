@@ -1,0 +1,428 @@
+"""Finding entries again in ACD: the FEC file, read once for every entry of a dossier that waits for it.
+
+ACD has no route that searches entries and gives no id when it takes one: the year's FEC (the whole fiscal
+year, tab-separated, decimal comma) is the only way back, by the ``(#XXXX#)`` ACK code at the end of each
+line's label. A FEC is expensive (ACD builds it from the whole fiscal year), so it is shared:
+
+- an entry that needs to be found (to confirm it, or after a post whose outcome is unknown) registers in its
+  dossier's waiting set in Redis, with the time from which a FEC must have been *requested* to be conclusive
+  about it (``conclusive_from``: posted_at + ACD's index lag, or after an unknown outcome the post's start +
+  the HTTP timeout + the lag);
+- whichever worker finds a fetch due takes the dossier's FEC lock (one fetch in flight per dossier, its TTL
+  above the FEC read timeout), honours a minimum interval between fetches (longer for a FEC that ACD takes
+  long to build: ``LOAD_FACTOR``), reads each needed fiscal year's FEC once, and writes the outcome into the
+  record of every waiting entry: the EcritureNum(s) found, or "not found as of the fetch's start";
+- the others do not wait in a worker: they are deferred (a countdown) until the next fetch.
+
+"Not found" is only ever concluded from a FEC requested after ``conclusive_from``; "found" is always final.
+
+Keys, per dossier scope::
+
+    hubsync:acd:fec:<scope>:waiting   sorted set: record id -> conclusive_from
+    hubsync:acd:fec:<scope>:wait      hash: record id -> {"year", "ack"}
+    hubsync:acd:fec:<scope>           hash: started_at, duration of the last fetch
+    record fields                      fec_checked_at, fec_found (JSON list of EcritureNum), fec_error
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pipeline.acd.answers import as_bool, ci_get
+from pipeline.acd.errors import FecUnavailable, MalformedResponse
+from pipeline.acd.tokens import count
+from pipeline.config import settings
+from pipeline.errors import Deferred
+from pipeline.store import LockBusy, P, Store, now
+
+ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
+REQUIRED_COLUMNS = ("ecriturenum", "ecriturelib")
+LOCK_MARGIN_SECONDS = 30.0
+LOAD_FACTOR = 3.0
+"""Fetches are at least this many times the last one's duration apart: a dossier whose FEC takes ACD long to
+build is asked for it less often (the server spends at most a quarter of its time on it for the hub)."""
+
+
+class FecUnreadable(MalformedResponse):
+    """A FEC whose header or amounts cannot be read."""
+
+
+# -- the file --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FecLine:
+    """One line of a FEC (one entry line)."""
+
+    journal: str
+    number: str
+    date: str
+    account: str
+    aux: str
+    piece: str
+    label: str
+    debit: Decimal
+    credit: Decimal
+
+
+def parse_amount(raw: str) -> Decimal:
+    """A FEC amount: decimal comma (or point), spaces as thousands separators, empty for zero."""
+    text = raw.strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
+    if not text:
+        return Decimal(0)
+    if "," in text:
+        text = text.replace(".", "").replace(",", ".")
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:
+        raise FecUnreadable(f"the FEC holds an amount that is not a number: {raw!r}") from exc
+
+
+def parse_fec(text: str) -> list[FecLine]:
+    """Read a FEC: a header line then one line per entry line; tab-separated (a ``|`` file is accepted too),
+    CRLF or LF, a BOM tolerated, column names in any case."""
+    rows = [row for row in text.lstrip("\ufeff").splitlines() if row.strip()]
+    if not rows:
+        raise FecUnreadable("ACD answered an empty FEC (not even its header)")
+    header = rows[0]
+    sep = "\t" if "\t" in header else ("|" if "|" in header else ";")
+    columns = {name.strip().strip('"').casefold(): i for i, name in enumerate(header.split(sep))}
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise FecUnreadable(f"the FEC has no {', '.join(missing)} column (header: {header[:200]!r})")
+
+    def cell(values: list[str], name: str) -> str:
+        i = columns.get(name)
+        return values[i].strip() if i is not None and i < len(values) else ""
+
+    out = []
+    for row in rows[1:]:
+        values = row.split(sep)
+        out.append(
+            FecLine(
+                journal=cell(values, "journalcode"),
+                number=cell(values, "ecriturenum"),
+                date=cell(values, "ecrituredate"),
+                account=cell(values, "comptenum"),
+                aux=cell(values, "compauxnum"),
+                piece=cell(values, "pieceref"),
+                label=cell(values, "ecriturelib"),
+                debit=parse_amount(cell(values, "debit")),
+                credit=parse_amount(cell(values, "credit")),
+            )
+        )
+    return out
+
+
+def entries_by_ack(lines: Iterable[FecLine]) -> dict[str, list[str]]:
+    """ACK code -> the EcritureNum of every ACD entry carrying it at the end of a line label (an entry counts
+    once however many of its lines carry it; two entries are two even when their numbers are equal)."""
+    seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for line in lines:
+        match = ACK_AT_END.search(line.label)
+        if match:
+            seen[match.group(1)].add((line.journal, line.number))
+    return {ack: [number for _, number in sorted(refs, key=lambda r: (r[1], r[0]))] for ack, refs in seen.items()}
+
+
+# -- fiscal years ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FiscalYear:
+    """One fiscal year of a dossier (ACD's ``compta/exercices``)."""
+
+    start: date
+    end: date
+    current: bool = False
+    closed: bool = False
+
+    def holds(self, day: date) -> bool:
+        """Whether ``day`` falls in this fiscal year."""
+        return self.start <= day <= self.end
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (ISO dates)."""
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "current": self.current,
+            "closed": self.closed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FiscalYear:
+        """From ``to_dict``."""
+        return cls(date.fromisoformat(data["start"]), date.fromisoformat(data["end"]), data["current"], data["closed"])
+
+
+_DOTNET_DATE = re.compile(r"/Date\((-?\d+)")
+
+
+def parse_day(value: Any) -> date | None:
+    """A date as ACD writes it: an ISO date-time (``2026-04-01T00:00:00``, with or without a zone), an ISO date,
+    ``dd/mm/yyyy``, or .NET's ``/Date(ms)/``."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    dotnet = _DOTNET_DATE.search(text)
+    if dotnet:
+        return datetime.fromtimestamp(int(dotnet.group(1)) / 1000).date()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(text[:10], "%d/%m/%Y").date()
+    except ValueError:
+        return None
+
+
+def parse_fiscal_years(raw: Iterable[dict[str, Any]]) -> list[FiscalYear]:
+    """The fiscal years of a ``compta/exercices`` answer (property names in any case), oldest first."""
+    years = []
+    for item in raw:
+        start, end = parse_day(ci_get(item, "DateDebut")), parse_day(ci_get(item, "DateFin"))
+        if start is None or end is None or end < start:
+            continue
+        years.append(FiscalYear(start, end, as_bool(ci_get(item, "Courant")), as_bool(ci_get(item, "Cloture"))))
+    return sorted(years, key=lambda y: y.start)
+
+
+def fiscal_year_of(day: date, years: Iterable[FiscalYear]) -> FiscalYear | None:
+    """The fiscal year holding ``day``, or None."""
+    return next((y for y in years if y.holds(day)), None)
+
+
+def fec_year(day: date, years: Iterable[FiscalYear]) -> int:
+    """The ``Annee`` to ask the FEC for: the year in which the fiscal year holding ``day`` ENDS (a fiscal year
+    from April 2026 to March 2027 holds November 2026 and is FEC 2027); the calendar year if none is known."""
+    held = fiscal_year_of(day, years)
+    return held.end.year if held is not None else day.year
+
+
+@dataclass(frozen=True)
+class FecYears:
+    """The FEC years that may hold an entry: exactly one when its fiscal year is known; otherwise every year its
+    fiscal year could end in (a fiscal year lasts at most 24 months), where "no FEC for that year" is an answer."""
+
+    years: tuple[int, ...]
+    guessed: bool = False
+
+
+def fec_years(day: date, years: Iterable[FiscalYear] | None) -> FecYears:
+    """Where to look for an entry dated ``day``: never a single guessed year, which could wrongly say "absent"
+    (and have the entry posted again) when the dossier's fiscal years are not calendar years."""
+    held = fiscal_year_of(day, years or [])
+    if held is not None:
+        return FecYears((held.end.year,))
+    return FecYears((day.year, day.year + 1, day.year + 2), guessed=True)
+
+
+# -- the coordinator -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the last FEC read said about one record."""
+
+    checked_at: float
+    found: list[str]
+    error: str = ""
+
+
+def _waiting(scope: str) -> str:
+    return f"{P}:acd:fec:{scope}:waiting"
+
+
+def _wait(scope: str) -> str:
+    return f"{P}:acd:fec:{scope}:wait"
+
+
+def _meta(scope: str) -> str:
+    return f"{P}:acd:fec:{scope}"
+
+
+def outcome(store: Store, rid: str) -> Outcome | None:
+    """The FEC's last word on a record, or None."""
+    checked, found, error = store.fields(rid, "fec_checked_at", "fec_found", "fec_error")
+    if not checked:
+        return None
+    return Outcome(float(checked), json.loads(found) if found else [], error or "")
+
+
+def register(store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float) -> None:
+    """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins)."""
+    pipe = store.r.pipeline(transaction=False)
+    pipe.zadd(_waiting(scope), {rid: conclusive_from}, gt=True)
+    pipe.hset(_wait(scope), rid, json.dumps({"years": list(where.years), "guessed": where.guessed, "ack": ack}))
+    pipe.execute()
+
+
+def unregister(store: Store, scope: str, rid: str) -> None:
+    """Take a record out of its dossier's waiting set."""
+    pipe = store.r.pipeline(transaction=False)
+    pipe.zrem(_waiting(scope), rid)
+    pipe.hdel(_wait(scope), rid)
+    pipe.execute()
+
+
+def waiting(store: Store, scope: str) -> int:
+    """How many records of a dossier wait for its FEC."""
+    return int(store.r.zcard(_waiting(scope)))
+
+
+def _write_outcome(store: Store, rid: str, checked_at: float, found: list[str], error: str = "") -> bool:
+    if store.fields(rid, "state")[0] is None:
+        return False  # the record is gone: never create a stub
+    store.update(rid, fec_checked_at=checked_at, fec_found=found, fec_error=error or None)
+    return True
+
+
+Fetch = Callable[[int], str]
+"""Reads the FEC of one year (the fiscal year ending in it) from ACD."""
+
+
+def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
+    """Read the FEC once for every record waiting in a dossier and write each one's outcome; returns the
+    fetch's start time. Run only under the dossier's FEC lock."""
+    started = now()
+    store.r.hset(_meta(scope), "started_at", started)
+    store.r.delete(f"{_meta(scope)}:next")
+    members: list[tuple[str, float]] = store.r.zrange(_waiting(scope), 0, -1, withscores=True)
+    details = store.r.hgetall(_wait(scope))
+    info: dict[str, dict[str, Any]] = {}
+    for rid, _score in members:
+        raw = details.get(rid)
+        if raw is None:
+            store.r.zrem(_waiting(scope), rid)
+            continue
+        info[rid] = json.loads(raw)
+    conclusive = [rid for rid, score in members if score <= started and rid in info]
+    years = sorted({int(y) for rid in conclusive for y in info[rid]["years"]})
+    found: dict[str, list[str]] = {}
+    read: set[int] = set()
+    failed: dict[int, str] = {}
+    lock_ms = int((settings().acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
+    try:
+        for n, year in enumerate(years):
+            if n:
+                # each year's read gets the whole timeout: a worker that dies holding the lock stalls the dossier's
+                # confirmations for one read's timeout at most
+                store.r.pexpire(f"{P}:lock:fec:{scope}", lock_ms)
+            try:
+                text = fetch(year)
+            except FecUnavailable as exc:
+                failed[year] = exc.message
+                continue
+            lines = parse_fec(text)
+            count(store, "fec_fetches", scope)
+            count(store, "fec_lines", None, len(lines))
+            for ack, numbers in entries_by_ack(lines).items():
+                found.setdefault(ack, []).extend(numbers)
+            read.add(year)
+    finally:
+        store.r.hset(_meta(scope), mapping={"duration": now() - started, "finished_at": now()})
+    for rid, score in members:
+        item = info.get(rid)
+        if item is None:
+            continue
+        hits = found.get(str(item["ack"]))
+        wanted = {int(y) for y in item["years"]}
+        # a guessed year without a FEC simply holds no fiscal year: it cannot hold the entry either
+        answered = read | (set(failed) if item.get("guessed") else set())
+        if hits:
+            _write_outcome(store, rid, started, sorted(hits))
+            unregister(store, scope, rid)
+        elif wanted <= answered and wanted & read:
+            written = _write_outcome(store, rid, started, [])
+            if score <= started or not written:
+                unregister(store, scope, rid)
+        elif wanted & set(failed) and score <= started:
+            reasons = "; ".join(failed[y] for y in sorted(wanted & set(failed)))
+            _write_outcome(store, rid, started, [], reasons)
+            unregister(store, scope, rid)
+    return started
+
+
+def _interval(meta: dict[str, str]) -> float:
+    """The time between two fetch starts: the minimum interval, longer for a FEC that takes long to build."""
+    return max(settings().acd_fec_min_interval_seconds, LOAD_FACTOR * float(meta.get("duration") or 0.0))
+
+
+def _settled(store: Store, scope: str, rid: str, conclusive_from: float) -> list[str] | None:
+    known = outcome(store, rid)
+    if known is None or not (known.found or known.checked_at >= conclusive_from):
+        return None
+    unregister(store, scope, rid)
+    if known.found:
+        return known.found
+    if known.error:
+        # the next look must be a new read of the FEC, not this failed one again
+        store.update(rid, fec_checked_at=None, fec_error=None)
+        raise FecUnavailable(known.error)
+    return []
+
+
+def _why_wait(current: float, conclusive_from: float, last: float, due: float) -> str:
+    if due == conclusive_from:
+        return f"ACD writes new entries into the FEC asynchronously; the next read comes in {due - current:.1f}s"
+    return f"the dossier's FEC was read {current - last:.1f}s ago; the next read comes in {due - current:.1f}s"
+
+
+def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> float:
+    """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
+    due and reads; the others wake once that read should be over, so they find their outcome at the first look
+    instead of meeting the lock."""
+    key = f"{_meta(scope)}:next"
+    expected = float(meta.get("duration") or 0.5)
+    planned = store.r.get(key)
+    current = now()
+    if planned is None or float(planned) < current or float(planned) > due + 0.05:
+        store.r.set(key, due, px=int((due - current + expected + 5.0) * 1000))
+        return due + random.uniform(0.05, 0.2)
+    return float(planned) + expected + random.uniform(0.3, 0.6)
+
+
+def lookup(
+    store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float, fetch: Fetch
+) -> list[str]:
+    """The EcritureNum(s) of the entry carrying ``ack`` in the dossier's FEC of ``where``; ``[]`` when FECs
+    requested at or after ``conclusive_from`` do not hold it. Raises ``Deferred`` until such a FEC was read
+    (sharing the dossier's fetch with every other waiting entry), ``FecUnavailable`` when ACD gives no FEC."""
+    s = settings()
+    settled = _settled(store, scope, rid, conclusive_from)
+    if settled is not None:
+        return settled
+    register(store, scope, rid, ack, where, conclusive_from)
+    current = now()
+    meta = store.r.hgetall(_meta(scope))
+    last = float(meta.get("started_at") or 0.0)
+    due = max(conclusive_from, last + _interval(meta))
+    if current < due:
+        raise Deferred(
+            _why_wait(current, conclusive_from, last, due), retry_after=_wake_at(store, scope, meta, due) - current
+        )
+    try:
+        with store.lock(f"fec:{scope}", ttl_seconds=s.acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS):
+            meta = store.r.hgetall(_meta(scope))
+            if now() >= float(meta.get("started_at") or 0.0) + _interval(meta):
+                fetch_round(store, scope, fetch)
+    except LockBusy as exc:
+        running_for = now() - float(meta.get("started_at") or now())
+        expected = float(meta.get("duration") or 1.0)
+        raise Deferred(
+            "another worker is reading the dossier's FEC", retry_after=max(0.3, expected - running_for) + 0.3
+        ) from exc
+    settled = _settled(store, scope, rid, conclusive_from)
+    if settled is not None:
+        return settled
+    raise Deferred("waiting for the next read of the dossier's FEC", retry_after=_interval(meta))
