@@ -72,7 +72,7 @@ def _event(n: int, cf: str) -> dict[str, Any]:
     if kind not in _TEMPLATES:
         entry = sample_entry(("purchase", "sale", "expense_report", "bank_transaction")[kind], kind)
         event = sample_event(cf, entry)
-        _TEMPLATES[kind] = (event, map_entry(load_event(event).entry, "DUPONT01", "ABCD", 1))
+        _TEMPLATES[kind] = (event, map_entry(load_event(event).entry, "ABCD", 1))
     template = _TEMPLATES[kind][0]
     data = f"document {n}".encode()
     doc = document_ref(f"doc_{n:09d}", f"https://docs.hub.example/d/{n}?token=t0k3n{n:09d}", data, "receipt", "r.pdf")
@@ -116,10 +116,12 @@ def write_settled_entry(store: Store, n: int, cf: str, clock: Clock, at: float) 
     store.update(rid, payload=_payload(n, ack))
     store.update(rid, state="received", step="map", retry_since=None, next_retry_at=None)
     store.update(rid, post_started_at=at)
-    store.update(rid, provider_id=str(100_000 + n), posted_at=at, post_started_at=None, state="posted")
-    store.add_attempt(rid, {"step": "post", "outcome": "posted", "provider_id": 100_000 + n})
+    store.update(rid, posted_at=at, post_started_at=None, state="posted")
+    store.add_attempt(rid, {"step": "post", "outcome": "posted"})
     store.update(rid, state="posted", step="post", retry_since=None, next_retry_at=None)
-    store.update(rid, confirmed_at=at + 2.2, state="confirmed")
+    # the shared FEC read's outcome, then the confirmation with ACD's EcritureNum
+    store.update(rid, fec_checked_at=at + 5.0, fec_found=[str(100_000 + n)])
+    store.update(rid, provider_id=str(100_000 + n), confirmed_at=at + 5.0, state="confirmed")
     store.add_attempt(rid, {"step": "confirm", "outcome": "confirmed", "provider_id": 100_000 + n})
     store.update(rid, state="confirmed", step="confirm", retry_since=None, next_retry_at=None)
     return rid

@@ -42,23 +42,51 @@ IN_FLIGHT_STATES = ("received", "posted", "waiting_retry")
 ACK_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # What a settled record keeps for good once its history window has passed, in this order (``|``-separated;
 # the provider id goes last so that nothing it holds can shift the others). Enough to never post it twice:
-# the state (counted), the event it came from (a redelivery of it is recognised), its ACK code, the
-# markers of its post, and the dead letter a discarded record was closed with.
+# the state (counted), the event it came from (a redelivery of it is recognised), its ACK code, when it
+# settled and whether (when) it was posted, the dead letter a discarded record was closed with. It is packed
+# small (a letter per state, times in base 36: about 50 bytes, so that Redis stores it in a smaller block):
+# its confirmation time is its settling time, and a discarded record's dead letter is the one it was
+# discarded with.
 COMPACT_FIELDS = (
     "state",
-    "step",
     "event_id",
     "ack",
     "generation",
-    "posted_at",
-    "confirmed_at",
     "settled_at",
-    "post_started_at",
-    "dead_letter_id",
+    "posted_at",
     "discarded",
     "provider_id",
 )
-COMPACT_TIMES = ("posted_at", "confirmed_at", "settled_at", "post_started_at")
+COMPACT_TIMES = ("settled_at", "posted_at")
+STATE_CODES = {
+    "received": "r",
+    "waiting_retry": "w",
+    "posted": "p",
+    "confirmed": "c",
+    "exported": "e",
+    "skipped": "s",
+    "dead": "d",
+}
+_STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
+
+
+def unpack_compact(packed: str) -> dict[str, str]:
+    """The fields a trimmed record kept, decoded (with those derived from them: ``confirmed_at``,
+    ``dead_letter_id``), as its hash would hold them."""
+    values = packed.split("|", len(COMPACT_FIELDS) - 1)
+    h = {name: value for name, value in zip(COMPACT_FIELDS, values, strict=False) if value}
+    if "state" in h:
+        h["state"] = _STATE_NAMES.get(h["state"], h["state"])
+    for name in COMPACT_TIMES:
+        if name in h:
+            h[name] = str(int(h[name], 36))
+    if h.get("state") in ("confirmed", "exported") and "settled_at" in h:
+        h["confirmed_at"] = h["settled_at"]
+    if "discarded" in h:
+        h["dead_letter_id"] = h["discarded"]
+    return h
+
+
 DLQ_FACETS = ("provider", "client_file", "error_class", "step", "day")
 
 _RELEASE = """
@@ -67,11 +95,29 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 
 # Shared by the record scripts: KEYS rec, kept, idx, settled, counts, entry set, last successes, in flight; ARGV
 # rid, group, entry id, now.
-_LUA_COMMON = """
+_LUA_COMMON = (
+    """
 local rec, kept, idx, settled, counts, entryset = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local successes, inflight = KEYS[7], KEYS[8]
 local rid, group, entry, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local COMPACT = {__COMPACT__}
+local TIMES = {__TIMES__}
+local CODES = {__CODES__}
+local NAMES = {}
+for name, code in pairs(CODES) do NAMES[code] = name end
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+
+local function to36(n)
+  n = math.floor(n)
+  if n <= 0 then return '0' end
+  local out = ''
+  while n > 0 do
+    local d = n % 36
+    out = string.sub(B36, d + 1, d + 1) .. out
+    n = math.floor(n / 36)
+  end
+  return out
+end
 
 local function split(packed)
   local out, start = {}, 1
@@ -85,15 +131,31 @@ local function split(packed)
   return out
 end
 
+-- what a trimmed record kept, decoded: name -> value (see pipeline.store.unpack_compact)
+local function unpacked(packed)
+  local values, out = split(packed), {}
+  for i, name in ipairs(COMPACT) do
+    local v = values[i]
+    if v and v ~= '' then
+      if name == 'state' then v = NAMES[v] or v elseif TIMES[name] then v = tostring(tonumber(v, 36)) end
+      out[name] = v
+    end
+  end
+  local state = out['state']
+  if out['settled_at'] and (state == 'confirmed' or state == 'exported') then
+    out['confirmed_at'] = out['settled_at']
+  end
+  if out['discarded'] then out['dead_letter_id'] = out['discarded'] end
+  return out
+end
+
 -- a trimmed record written again becomes a full one (with a fresh window) before the write lands
 local function rehydrate()
   if redis.call('exists', rec) == 1 then return end
   local packed = redis.call('hget', kept, entry)
   if not packed then return end
-  local values, args = split(packed), {}
-  for i, name in ipairs(COMPACT) do
-    if values[i] and values[i] ~= '' then args[#args + 1] = name; args[#args + 1] = values[i] end
-  end
+  local args = {}
+  for name, value in pairs(unpacked(packed)) do args[#args + 1] = name; args[#args + 1] = value end
   redis.call('hset', rec, unpack(args))
   redis.call('hset', rec, 'settled_at', stamp)
   redis.call('zadd', settled, stamp, rid)
@@ -148,6 +210,9 @@ local function settle(old)
   return 0
 end
 """.replace("__COMPACT__", ", ".join(f"'{name}'" for name in COMPACT_FIELDS))
+    .replace("__TIMES__", ", ".join(f"{name} = true" for name in COMPACT_TIMES))
+    .replace("__CODES__", ", ".join(f"{name} = '{code}'" for name, code in STATE_CODES.items()))
+)
 
 # ARGV after the common four: the number of field/value pairs, the pairs, then the fields to clear.
 _UPDATE = (
@@ -171,7 +236,7 @@ local old = redis.call('hget', rec, 'state')
 if not old then
   local packed = redis.call('hget', kept, entry)
   if packed then
-    old = split(packed)[1]
+    old = unpacked(packed)['state']
     redis.call('hdel', kept, entry)
   end
 end
@@ -198,10 +263,9 @@ if tonumber(since) > tonumber(ARGV[5]) then
   return 0
 end
 local values = redis.call('hmget', rec, unpack(COMPACT))
-local TIMES = {__TIMES__}
 for i, name in ipairs(COMPACT) do
   local v = values[i]
-  if not v then v = '' elseif TIMES[name] then v = string.format('%d', math.floor(tonumber(v))) end
+  if not v then v = '' elseif name == 'state' then v = CODES[v] or v elseif TIMES[name] then v = to36(tonumber(v)) end
   values[i] = v
 end
 redis.call('hset', kept, entry, table.concat(values, '|'))
@@ -211,7 +275,7 @@ redis.call('srem', idx, entry)
 redis.call('srem', entryset, rid)
 redis.call('zrem', settled, rid)
 return 1
-""".replace("__TIMES__", ", ".join(f"{name} = true" for name in COMPACT_TIMES))
+"""
 )
 
 # A dead letter entering (ARGV[1] = 1) or leaving (-1) the indexes of one status: KEYS all-by-time index,
@@ -350,8 +414,7 @@ class Record:
     @classmethod
     def from_compact(cls, rid: str, packed: str) -> Record:
         """Rebuild what a trimmed record kept (``COMPACT_FIELDS``): no event, payload, documents or attempts."""
-        values = packed.split("|", len(COMPACT_FIELDS) - 1)
-        h = {name: value for name, value in zip(COMPACT_FIELDS, values, strict=False) if value}
+        h = unpack_compact(packed)
         # the chain of a trimmed record ran to its end, so its event was the last one enqueued
         rec = cls.from_hash(rid, h)
         rec.trimmed = True
@@ -716,7 +779,7 @@ class Store:
                     fix.execute()
                     batch = []
             for _entry, packed in self.r.hscan_iter(f"{P}:kept:{group}", count=1000):
-                counts[f"{group}:{packed.split('|', 1)[0]}"] += 1
+                counts[f"{group}:{unpack_compact(packed).get('state', '')}"] += 1
         tmp = f"{P}:states:recount:{uuid.uuid4().hex}"
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(tmp)

@@ -276,3 +276,38 @@ def test_dlq_list_and_status_read_pages_and_counters_on_the_command_line(store: 
     assert "1-2 of 3: next page with --offset 2" in text.stdout
     doc = json.loads(status.stdout)
     assert doc["providers"]["acd"][CF]["dead"] == 3 and doc["dead_letters_open"] == 3
+
+
+def test_the_compact_form_is_small_and_keeps_times_state_and_a_discarded_records_dead_letter(store: Store) -> None:
+    # given a confirmed entry and a discarded one, both trimmed after the window
+    confirmed_event, discarded_event = _event(40), _event(41)
+    _ingest(store, confirmed_event)
+    _ingest(store, discarded_event)
+    confirmed = record_id("acd", CF, confirmed_event["entry"]["id"])
+    discarded = record_id("acd", CF, discarded_event["entry"]["id"])
+    posted_at = time.time()
+    _confirm(store, confirmed, provider_id="100042")
+    store.update(confirmed, posted_at=posted_at)
+    rec = store.record(discarded)
+    assert rec is not None
+    dl = dead_letter_record(store, rec, "post", Refused("closed year"))
+    discard(store, dl.id, "entered by hand in ACD")
+    assert store.trim_expired(at=time.time() + 31 * DAY) == 2
+
+    # then each keeps one short field (a letter per state, times in base 36)
+    packed = store.r.hget(f"{P}:kept:acd:{CF}", confirmed_event["entry"]["id"])
+    assert packed.startswith(f"c|{confirmed_event['event_id']}|AB3K|0|") and packed.endswith("||100042")
+    assert len(packed) == len(confirmed_event["event_id"]) + 31  # 6-character times, a letter for the state
+    kept = store.record(confirmed)
+    assert kept is not None and kept.trimmed and kept.state == "confirmed" and kept.provider_id == "100042"
+    assert kept.posted_at == int(posted_at) and kept.confirmed_at == kept.settled_at
+    gone = store.record(discarded)
+    assert gone is not None and gone.state == "dead" and gone.dead_letter_id == dl.id
+    assert_recount_agrees(store)
+
+    # and a write brings the discarded one back still settled (its dead letter is the discarded one)
+    store.add_attempt(discarded, {"step": "received", "outcome": "looked at"})
+    back = store.record(discarded)
+    assert back is not None and not back.trimmed and back.dead_letter_id == dl.id and back.settled_at is not None
+    assert counts(store) == {"confirmed": 1, "dead": 1}
+    assert_recount_agrees(store)
