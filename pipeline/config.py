@@ -39,7 +39,7 @@ class Settings:
     acd_index_lag_seconds: float = 2.0
     confirm_window_seconds: float = 120.0
     acd_fec_timeout_seconds: float = 120.0
-    acd_fec_min_interval_seconds: float = 5.0
+    acd_fec_min_interval_seconds: float = 10.0
     acd_token_ttl_seconds: float = 50 * 60.0
     acd_token_idle_seconds: float = 13 * 60.0
     acd_max_reposts: int = 5
