@@ -43,7 +43,8 @@ ACK_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # What a settled record keeps for good once its history window has passed, in this order (``|``-separated;
 # the provider id goes last so that nothing it holds can shift the others). Enough to never post it twice:
 # the state (counted), the event it came from (a redelivery of it is recognised), its ACK code, when it
-# settled and whether (when) it was posted, the dead letter a discarded record was closed with. It is packed
+# settled and whether (when) it was posted, the start of a post whose outcome stayed unknown (a re-validation
+# looks it up before posting), the dead letter a discarded record was closed with. It is packed
 # small (a letter per state, times in base 36: about 50 bytes, so that Redis stores it in a smaller block):
 # its confirmation time is its settling time, and a discarded record's dead letter is the one it was
 # discarded with.
@@ -54,10 +55,11 @@ COMPACT_FIELDS = (
     "generation",
     "settled_at",
     "posted_at",
+    "post_started_at",
     "discarded",
     "provider_id",
 )
-COMPACT_TIMES = ("settled_at", "posted_at")
+COMPACT_TIMES = ("settled_at", "posted_at", "post_started_at")
 STATE_CODES = {
     "received": "r",
     "waiting_retry": "w",

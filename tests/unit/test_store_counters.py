@@ -288,21 +288,24 @@ def test_the_compact_form_is_small_and_keeps_times_state_and_a_discarded_records
     posted_at = time.time()
     _confirm(store, confirmed, provider_id="100042")
     store.update(confirmed, posted_at=posted_at)
+    unsure = time.time()
+    store.update(discarded, post_started_at=unsure)  # a post whose outcome stayed unknown
     rec = store.record(discarded)
     assert rec is not None
-    dl = dead_letter_record(store, rec, "post", Refused("closed year"))
+    dl = dead_letter_record(store, rec, "post", Refused("keeps failing"))
     discard(store, dl.id, "entered by hand in ACD")
     assert store.trim_expired(at=time.time() + 31 * DAY) == 2
 
     # then each keeps one short field (a letter per state, times in base 36)
     packed = store.r.hget(f"{P}:kept:acd:{CF}", confirmed_event["entry"]["id"])
-    assert packed.startswith(f"c|{confirmed_event['event_id']}|AB3K|0|") and packed.endswith("||100042")
-    assert len(packed) == len(confirmed_event["event_id"]) + 31  # 6-character times, a letter for the state
+    assert packed.startswith(f"c|{confirmed_event['event_id']}|AB3K|0|") and packed.endswith("|||100042")
+    assert len(packed) == len(confirmed_event["event_id"]) + 32  # 6-character times, a letter for the state
     kept = store.record(confirmed)
     assert kept is not None and kept.trimmed and kept.state == "confirmed" and kept.provider_id == "100042"
     assert kept.posted_at == int(posted_at) and kept.confirmed_at == kept.settled_at
     gone = store.record(discarded)
     assert gone is not None and gone.state == "dead" and gone.dead_letter_id == dl.id
+    assert gone.post_started_at == int(unsure)  # a re-validation looks that post up before posting again
     assert_recount_agrees(store)
 
     # and a write brings the discarded one back still settled (its dead letter is the discarded one)
