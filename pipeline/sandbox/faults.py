@@ -139,7 +139,7 @@ class Fault:
         """True when this fault applies to ``method path``.
 
         By default ``route`` is a substring of the path that must end where a path segment ends, so
-        ``compta/ecriture`` hits ``/api/v1/compta/ecriture`` but not ``/api/v1/compta/ecritures/filtrer``.
+        ``compta/ecriture`` hits ``/api/v1/compta/ecriture`` but not ``/api/v1/compta/ecritures``.
         With ``exact`` the path is a route name (``ged/documents``) and ``route`` must be that name (a leading
         ``/``, ``api/`` or ``v1/`` aside), or end with ``/`` and begin it: ``ged/documents`` does not hit
         ``ged/documents/filtrer``, ``ged/`` hits both.
