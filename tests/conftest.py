@@ -214,3 +214,24 @@ def hub(hub_env: dict[str, str], sandbox: Any, worker: Any) -> Iterator[Hub]:
     yield Hub(hub_env, sandbox)
     sandbox.acd.clear_faults()
     sandbox.docs.clear_faults()
+
+
+@pytest.fixture
+def more_workers(hub: Hub, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Two more `hubsync worker` processes beside the session's (three in all), each with its own threads."""
+    from pipeline.demo import start_worker, wait_ready
+
+    procs, logs = [], []
+    for n in range(2):
+        log = tmp_path / f"worker{n}.log"
+        procs.append(start_worker({**hub.env}, log, concurrency=8))
+        logs.append(log)
+    wait_ready(list(zip(procs, logs, strict=True)), timeout=60)
+    yield procs
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -6,16 +6,13 @@ answer. A real Redis, real `hubsync worker` processes, the ACD sandbox over loop
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.demo import start_worker, wait_ready
 from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.sandbox import Fault
 from tests.conftest import Hub, run_cli
@@ -59,25 +56,6 @@ def _placement(hub: Hub, firm: str, records: dict[str, Any], home: dict[str, str
         else:
             out["right"].append(rec.id)
     return out
-
-
-@pytest.fixture
-def more_workers(hub: Hub, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Two more `hubsync worker` processes beside the session's: three in all."""
-    procs, logs = [], []
-    for n in range(2):
-        log = tmp_path / f"worker{n}.log"
-        procs.append(start_worker({**hub.env}, log, concurrency=8))
-        logs.append(log)
-    wait_ready(list(zip(procs, logs, strict=True)), timeout=60)
-    yield procs
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture

@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pipeline.demo import start_worker, wait_ready
 from pipeline.samples import sample_entry, sample_event
 from tests.conftest import Hub
 
 pytestmark = pytest.mark.integration
 WORKERS = 3
-
-
-@pytest.fixture
-def more_workers(hub: Hub, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Two more `hubsync worker` processes beside the session's, each with its own threads."""
-    procs = []
-    logs = []
-    for n in range(WORKERS - 1):
-        log = tmp_path / f"worker{n}.log"
-        env = {**hub.env}
-        procs.append(start_worker(env, log, concurrency=8))
-        logs.append(log)
-    wait_ready(list(zip(procs, logs, strict=True)), timeout=60)
-    yield procs
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_one_new_subsidiary_needed_by_30_entries_on_three_worker_processes_is_created_once(
