@@ -218,7 +218,10 @@ def connect(
     info = next((d for d in listed if str(ci_get(d, "Id")).casefold() == dossier.casefold()), None)
     if info is None:
         codes = ", ".join(sorted(str(ci_get(d, "Id")) for d in listed)) or "none"
-        raise DossierNotFound(f"dossier {dossier} is not among the firm's dossiers ({codes})")
+        raise DossierNotFound(
+            f"dossier {dossier} is not among the firm's dossiers ({codes})",
+            hint="Check the dossier code in ACD's dossier list, then run `hubsync connect acd` again with it.",
+        )
     code = str(ci_get(info, "Id"))
     scope = _scope(store, firm.creds.api_base, code, client_file_id)
     ref = _refresh(store, _dossier_client(store, firm, code), scope)
