@@ -425,6 +425,18 @@ def _post_lock(store: Store, rec: Record) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
+def _give_up_after_window(rec: Record, posted_at: float, read_at: float) -> None:
+    """Dead-letter an entry that a FEC *requested* more than the window after the post still misses. The window
+    is judged by the read, not the clock: a dossier whose FEC is slow to build is read rarely, and an entry must
+    not be given up on because no read came within the window."""
+    assert rec.ack is not None
+    if read_at - posted_at > settings().confirm_window_seconds:
+        raise EntryNotFoundAfterPost(
+            f"ACK code {ack_tag(rec.ack)} is not in the dossier's FEC read {read_at - posted_at:.0f}s after ACD "
+            "took the entry"
+        )
+
+
 def confirm(store: Store, rec: Record) -> None:
     """Confirm the entry landed: find its ACK code in the dossier's FEC (a read shared with every waiting entry)."""
     if rec.confirmed_at:
@@ -438,19 +450,12 @@ def confirm(store: Store, rec: Record) -> None:
     known = fec.outcome(store, rec.id)
     if known is not None and not known.found and not known.error and known.checked_at >= conclusive_from:
         # a conclusive read already missed it: only a newer one can tell more
-        if now() - posted_at > s.confirm_window_seconds:
-            raise EntryNotFoundAfterPost(
-                f"ACK code {ack_tag(rec.ack)} is not in the dossier's FEC {now() - posted_at:.0f}s after ACD took the "
-                "entry"
-            )
+        _give_up_after_window(rec, posted_at, known.checked_at)
         conclusive_from = known.checked_at + 0.001
     found = _lookup(store, ctx, rec, conclusive_from)
     if not found:
-        if now() - posted_at > s.confirm_window_seconds:
-            raise EntryNotFoundAfterPost(
-                f"ACK code {ack_tag(rec.ack)} is not in the dossier's FEC {now() - posted_at:.0f}s after ACD took the "
-                "entry"
-            )
+        known = fec.outcome(store, rec.id)
+        _give_up_after_window(rec, posted_at, known.checked_at if known else now())
         raise NotYetConfirmed(
             f"ACK code {ack_tag(rec.ack)} not in the FEC yet", retry_after=s.acd_fec_min_interval_seconds
         )

@@ -1,6 +1,7 @@
 """What real i-Suite servers do, end to end (contract v2): dossier sessions under one API code worked on by
 several worker processes with short-lived tokens, a server restart, 500 after commit, analytics with and
-without an automatic key, an empty label, a non-calendar fiscal year, API discovery at connect, a lost GED
+without an automatic key, an empty label, a non-calendar fiscal year, a FEC too slow to be read twice within the
+confirm window, API discovery at connect, a lost GED
 answer. A real Redis, real `hubsync worker` processes, the ACD sandbox over loopback."""
 
 from __future__ import annotations
@@ -238,6 +239,27 @@ def test_a_non_calendar_fiscal_year_is_read_from_the_fec_of_the_year_it_ends(hub
     assert {records[e["id"]].step for e in (closed, outside)} == {"map"}
     posts = sum(1 for c in hub.sandbox.acd.calls("dupont") if c[1].lower().endswith("compta/ecriture"))
     assert posts - posts_before == 2
+
+
+def test_an_entry_is_given_up_on_only_after_a_read_made_past_the_window_misses_it(hub: Hub) -> None:
+    # given a dossier whose FEC takes 10 s to build (so it is read at most every 30 s, the confirm window) and a
+    # server that writes new entries into its FEC 16 s after taking them (the hub expects 2 s): the first read
+    # misses the entry, and no other read comes within the window
+    cf = hub.cf("slowfec")
+    hub.connect_acd(cf, "martin")
+    hub.sandbox.acd.set_fault("martin", Fault(mode="slow", route="compta/fec", delay_seconds=10))
+    lag, hub.sandbox.acd.index_lag_seconds = hub.sandbox.acd.index_lag_seconds, 16.0
+    try:
+        entry = _entry(hub, "bank_transaction", 740)
+        hub.emit(sample_event(cf, entry))
+        rec = hub.wait_states(cf, [entry["id"]], timeout=120)[entry["id"]]
+    finally:
+        hub.sandbox.acd.index_lag_seconds = lag
+    # then it is confirmed by the next read, not dead-lettered because the clock passed the window
+    assert rec.state == "confirmed", rec.last_error
+    (stored,) = hub.acd_entries_with("martin", "MARTIN01", rec.ack)
+    assert rec.provider_id == str(stored["EcritureNum"])
+    assert rec.confirmed_at - rec.posted_at > 30
 
 
 def test_connect_finds_the_api_from_the_browser_address_and_says_where(hub: Hub) -> None:
