@@ -1,8 +1,8 @@
 """What real i-Suite servers do, end to end (contract v2): dossier sessions under one API code worked on by
 several worker processes with short-lived tokens, a server restart, 500 after commit, analytics with and
-without an automatic key, an empty label, a non-calendar fiscal year, a FEC too slow to be read twice within the
-confirm window, API discovery at connect, a lost GED
-answer. A real Redis, real `hubsync worker` processes, the ACD sandbox over loopback."""
+without an automatic key, an empty label, a non-calendar fiscal year, a FEC too slow to be read twice within
+the confirm window, API discovery at connect, a lost GED answer. A real Redis, real `hubsync worker`
+processes, the ACD sandbox over loopback."""
 
 from __future__ import annotations
 
