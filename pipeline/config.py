@@ -40,6 +40,7 @@ class Settings:
     confirm_window_seconds: float = 120.0
     acd_fec_timeout_seconds: float = 120.0
     acd_fec_min_interval_seconds: float = 10.0
+    acd_fec_reads_per_server: int = 2
     acd_token_ttl_seconds: float = 50 * 60.0
     acd_token_idle_seconds: float = 13 * 60.0
     acd_max_reposts: int = 5
@@ -72,6 +73,7 @@ class Settings:
             acd_fec_min_interval_seconds=_float(
                 "HUBSYNC_ACD_FEC_MIN_INTERVAL_SECONDS", defaults.acd_fec_min_interval_seconds
             ),
+            acd_fec_reads_per_server=int(_float("HUBSYNC_ACD_FEC_READS_PER_SERVER", defaults.acd_fec_reads_per_server)),
             acd_token_ttl_seconds=_float("HUBSYNC_ACD_TOKEN_TTL_SECONDS", defaults.acd_token_ttl_seconds),
             acd_token_idle_seconds=_float("HUBSYNC_ACD_TOKEN_IDLE_SECONDS", defaults.acd_token_idle_seconds),
             acd_max_reposts=int(_float("HUBSYNC_ACD_MAX_REPOSTS", defaults.acd_max_reposts)),

@@ -23,7 +23,7 @@ import secrets as _random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1054,6 +1054,22 @@ class Store:
             time.sleep(0.02 + _random.randbelow(30) / 1000)
         try:
             yield
+        finally:
+            self._release(keys=[key], args=[token])
+
+    @contextlib.contextmanager
+    def lock_one_of(self, names: Sequence[str], ttl_seconds: float) -> Iterator[str]:
+        """The first free lock of ``names``: a semaphore of ``len(names)`` holders shared by every worker; yields
+        the lock's key (to extend its life with ``pexpire``); raises ``LockBusy`` when every one is held."""
+        token = uuid.uuid4().hex
+        for name in names:
+            key = f"{P}:lock:{name}"
+            if self.r.set(key, token, nx=True, px=int(ttl_seconds * 1000)):
+                break
+        else:
+            raise LockBusy(", ".join(names))
+        try:
+            yield key
         finally:
             self._release(keys=[key], args=[token])
 

@@ -12,6 +12,9 @@ line's label. A FEC is expensive (ACD builds it from the whole fiscal year), so 
   above the FEC read timeout), honours a minimum interval between fetches (longer for a FEC that ACD takes
   long to build: ``LOAD_FACTOR``), reads each needed fiscal year's FEC once, and writes the outcome into the
   record of every waiting entry: the EcritureNum(s) found, or "not found as of the fetch's start";
+- a firm's server builds at most ``HUBSYNC_ACD_FEC_READS_PER_SERVER`` FECs for the hub at once, however many
+  of its dossiers wait: the fetch also takes one of the server's slots (locks shared by every worker), and a
+  dossier that finds them all taken waits for one;
 - the others do not wait in a worker: they are deferred (a countdown) until the next fetch.
 
 "Not found" is only ever concluded from a FEC requested after ``conclusive_from``; "found" is always final.
@@ -26,11 +29,12 @@ Keys, per dossier scope::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -291,9 +295,10 @@ Fetch = Callable[[int], str]
 """Reads the FEC of one year (the fiscal year ending in it) from ACD."""
 
 
-def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
+def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()) -> float:
     """Read the FEC once for every record waiting in a dossier and write each one's outcome; returns the
-    fetch's start time. Run only under the dossier's FEC lock."""
+    fetch's start time. Run only under the dossier's FEC lock (and ``hold``, the keys of other locks held for
+    the read, such as the server's slot)."""
     started = now()
     store.r.hset(_meta(scope), "started_at", started)
     store.r.delete(f"{_meta(scope)}:next")
@@ -317,7 +322,8 @@ def fetch_round(store: Store, scope: str, fetch: Fetch) -> float:
             if n:
                 # each year's read gets the whole timeout: a worker that dies holding the lock stalls the dossier's
                 # confirmations for one read's timeout at most
-                store.r.pexpire(f"{P}:lock:fec:{scope}", lock_ms)
+                for key in (f"{P}:lock:fec:{scope}", *hold):
+                    store.r.pexpire(key, lock_ms)
             try:
                 text = fetch(year)
             except FecUnavailable as exc:
@@ -392,12 +398,42 @@ def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> floa
     return float(planned) + expected + random.uniform(0.3, 0.6)
 
 
+@contextlib.contextmanager
+def _server_slot(store: Store, server: str, ttl_seconds: float, expected: float) -> Iterator[list[str]]:
+    """One of the server's ``HUBSYNC_ACD_FEC_READS_PER_SERVER`` FEC slots (none needed when 0 or no server):
+    a firm's server builds at most that many FECs for the hub at once, however many of its dossiers wait.
+    ``Deferred`` when every slot is taken."""
+    slots = settings().acd_fec_reads_per_server
+    if slots <= 0 or not server:
+        yield []
+        return
+    names = [f"fec-server:{server}:{n}" for n in random.sample(range(slots), slots)]
+    with contextlib.ExitStack() as stack:
+        try:
+            key = stack.enter_context(store.lock_one_of(names, ttl_seconds))
+        except LockBusy as exc:
+            raise Deferred(
+                f"the firm's server is building {slots} other dossiers' FECs for the hub (at most {slots} at "
+                "once); this dossier's read waits for one of them to finish",
+                retry_after=max(0.5, expected) * random.uniform(0.6, 1.4),
+            ) from exc
+        yield [key]
+
+
 def lookup(
-    store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float, fetch: Fetch
+    store: Store,
+    scope: str,
+    rid: str,
+    ack: str,
+    where: FecYears,
+    conclusive_from: float,
+    fetch: Fetch,
+    server: str = "",
 ) -> list[str]:
     """The EcritureNum(s) of the entry carrying ``ack`` in the dossier's FEC of ``where``; ``[]`` when FECs
     requested at or after ``conclusive_from`` do not hold it. Raises ``Deferred`` until such a FEC was read
-    (sharing the dossier's fetch with every other waiting entry), ``FecUnavailable`` when ACD gives no FEC."""
+    (sharing the dossier's fetch with every other waiting entry, and the ``server``'s FEC slots with its other
+    dossiers), ``FecUnavailable`` when ACD gives no FEC."""
     s = settings()
     settled = _settled(store, scope, rid, conclusive_from)
     if settled is not None:
@@ -412,10 +448,12 @@ def lookup(
             _why_wait(current, conclusive_from, last, due), retry_after=_wake_at(store, scope, meta, due) - current
         )
     try:
-        with store.lock(f"fec:{scope}", ttl_seconds=s.acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS):
+        ttl = s.acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS
+        with store.lock(f"fec:{scope}", ttl_seconds=ttl):
             meta = store.r.hgetall(_meta(scope))
             if now() >= float(meta.get("started_at") or 0.0) + _interval(meta):
-                fetch_round(store, scope, fetch)
+                with _server_slot(store, server, ttl, float(meta.get("duration") or 1.0)) as hold:
+                    fetch_round(store, scope, fetch, hold)
     except LockBusy as exc:
         running_for = now() - float(meta.get("started_at") or now())
         expected = float(meta.get("duration") or 1.0)

@@ -332,7 +332,9 @@ def _lookup(store: Store, ctx: AcdContext, rec: Record, conclusive_from: float) 
     assert rec.payload is not None and rec.ack is not None
     where = _fec_years(store, ctx, rec.payload)
     try:
-        return fec.lookup(store, ctx.scope, rec.id, rec.ack, where, conclusive_from, ctx.fetch_fec)
+        return fec.lookup(
+            store, ctx.scope, rec.id, rec.ack, where, conclusive_from, ctx.fetch_fec, server=ctx.api_base.casefold()
+        )
     except FecUnavailable:
         # the dossier's fiscal years may have changed since they were read: read them again for the next look
         reference.refresh_context(store, ctx)

@@ -319,3 +319,54 @@ def test_a_guessed_year_without_fec_is_no_answer_but_absence_needs_every_year_re
     with pytest.raises(FecUnavailable):
         fec.lookup(store, "scope1", lonely, "LONE", guess, time.time(), nothing)
     assert calls == [2026, 2027, 2028]  # never "absent" without a single FEC read
+
+
+class BlockingAcd(Acd):
+    """A FEC that ACD takes until ``go`` is set to build."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.go = threading.Event()
+
+    def fetch(self, year: int) -> str:
+        self.started.set()
+        assert self.go.wait(10), "never released"
+        return super().fetch(year)
+
+
+def test_a_server_builds_at_most_two_fecs_for_the_hub_at_once_whatever_its_dossiers(store):
+    # given two dossiers of one server whose FECs are being built (two slots, the default)
+    busy = {scope: BlockingAcd() for scope in ("d1", "d2")}
+    outcomes: dict[str, Any] = {}
+
+    def read(scope: str, acd: Acd, server: str) -> None:
+        rid = _record(store, scope.upper().ljust(4, "X"))
+        acd.post(scope.upper().ljust(4, "X"))
+        try:
+            outcomes[scope] = fec.lookup(store, scope, rid, scope.upper().ljust(4, "X"), Y2026, 0.0, acd.fetch, server)
+        except Deferred as exc:
+            outcomes[scope] = exc
+
+    threads = [threading.Thread(target=read, args=(scope, acd, "https://srv/cnx/api")) for scope, acd in busy.items()]
+    for t in threads:
+        t.start()
+    assert all(acd.started.wait(5) for acd in busy.values())
+    # when a third dossier of that server is due: it waits, without a read
+    third = Acd()
+    read("d3", third, "https://srv/cnx/api")
+    assert isinstance(outcomes["d3"], Deferred) and "at most 2 at once" in outcomes["d3"].message
+    assert third.fetches == []
+    # while a dossier of another firm's server is read at once
+    other = Acd()
+    read("d4", other, "https://other/cnx/api")
+    assert outcomes["d4"] == ["1"] and other.fetches == [2026]
+    # and once one of the two reads is over, the third dossier's read goes
+    busy["d1"].go.set()
+    threads[0].join(5)
+    assert outcomes["d1"] == ["1"]
+    rid = _record(store, "D3XX")
+    assert fec.lookup(store, "d3", rid, "D3XX", Y2026, 0.0, third.fetch, "https://srv/cnx/api") == ["1"]
+    busy["d2"].go.set()
+    threads[1].join(5)
+    assert outcomes["d2"] == ["1"] and third.fetches == [2026]
