@@ -6,12 +6,19 @@ Worker processes call ``reset()`` after a fork so that no socket is shared betwe
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 
 import httpx
 
 from pipeline.config import settings
 from pipeline.store import Store
+
+# httpx logs every request at INFO with its whole URL, and a supporting document's URL often carries a signed
+# query (``?token=…``) that lets anybody fetch a customer's invoice: at a worker's INFO level it would reach the
+# logs. Those lines say nothing the records do not, so only httpx's warnings are kept.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 _lock = threading.Lock()
 _store: Store | None = None
