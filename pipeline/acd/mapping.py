@@ -1,9 +1,9 @@
 """From a validated entry to the body of ACD's ``POST /compta/ecriture``.
 
 ACD keeps no external id, so every line's label ends with the entry's ACK code ``(#XXXX#)``; labels are
-always cut here to 50 characters with that code kept whole (ACD would cut a longer one silently, losing the
-code). An empty label is replaced by a useful one, never refused. Subsidiary codes are checked, never cut.
-The dossier is the session's: no ``CodeDossier`` is sent.
+always cut here to 50 characters (counted as .NET counts them, in UTF-16 units) with that code kept whole
+(ACD would cut a longer one silently, losing the code). An empty label is replaced by a useful one, never
+refused. Subsidiary codes are checked, never cut. The dossier is the session's: no ``CodeDossier`` is sent.
 """
 
 from __future__ import annotations
@@ -34,17 +34,30 @@ def ack_tag(ack: str) -> str:
     return f"(#{ack}#)"
 
 
+def utf16_units(text: str) -> int:
+    """The length of ``text`` as ACD's .NET server counts characters: UTF-16 code units, so a character beyond
+    U+FFFF (most emoji) counts two. A label that fits this count fits a count in code points too."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def cut_label(label: str, ack: str, limit: int = LABEL_MAX_CHARS) -> str:
-    """``label`` cut so that ``label + " (#XXXX#)"`` fits in ``limit`` characters, never splitting a character
-    from its combining marks; an ACK tag already in the label is replaced."""
+    """``label`` cut so that ``label + " (#XXXX#)"`` fits in ``limit`` characters as .NET counts them (UTF-16
+    units: the server cuts a longer label silently, and an emoji counted as one character here would push the
+    ACK code's end past its cut), never splitting a character from its combining marks; an ACK tag already in
+    the label is replaced."""
     tag = ack_tag(ack)
     text = unicodedata.normalize("NFC", label)
     text = "".join(" " if unicodedata.category(ch)[0] in ("C", "Z") else ch for ch in text)
     text = _ACK_TAG.sub(" ", text)
     text = _SPACES.sub(" ", text).strip()
     room = limit - len(tag) - 1
-    if len(text) > room:
-        cut = room
+    if utf16_units(text) > room:
+        cut = used = 0
+        for ch in text:
+            used += 2 if ord(ch) > 0xFFFF else 1
+            if used > room:
+                break
+            cut += 1
         while cut > 0 and unicodedata.category(text[cut]).startswith("M"):
             cut -= 1
         text = text[:cut].rstrip()

@@ -43,10 +43,11 @@ The rules, with the contract's [assumed] choices taken the hard way:
 - Answers carry more fields than the contract lists (journals, accounts, GED nodes), and the GED upload
   answers ``201 {"Id", ...}`` for odd ids and ``200 {"id", ...}`` (lower-case names) for even ones.
 - ``POST v1/compta/ecriture`` answers the bare OK envelope, with no entry id; the same body twice makes two
-  entries; a ``Libelle`` over 50 characters is silently cut to its first 50; ``ReferenceGed`` (entry and line)
-  must be a string. A line on an ``ActivationAnalytique`` account without ``Analytiques`` is refused
-  (``analytiqueCleRepartitionInexistante``) unless the dossier's seed gives that account an automatic split
-  key, which is then applied to the stored line. Each entry gets an ``EcritureNum`` (per dossier, from 1).
+  entries; a ``Libelle`` over 50 characters (UTF-16 units, as .NET counts) is silently cut to its first 50;
+  ``ReferenceGed`` (entry and line) must be a string. A line on an ``ActivationAnalytique`` account without
+  ``Analytiques`` is refused (``analytiqueCleRepartitionInexistante``) unless the dossier's seed gives that
+  account an automatic split key, which is then applied to the stored line. Each entry gets an
+  ``EcritureNum`` (per dossier, from 1).
 - ``POST v1/compta/fec`` ``{"Annee": N}``: the FEC (``text/plain``, UTF-8 with a byte-order mark,
   tab-separated, CRLF, header + one line per entry line, the 18 standard columns) of the fiscal year that
   ends in year N, or the envelope ``periodeMultiExercice`` when none does. Entries show only
@@ -1314,6 +1315,13 @@ def _string(props: _Props, name: str) -> str | None:
     return value
 
 
+def _net_cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters as .NET's ``Substring`` counts them: UTF-16 units (an emoji is two,
+    and a cut between its halves drops it whole here, where .NET would keep a lone surrogate)."""
+    units = text.encode("utf-16-le")
+    return units[: 2 * limit].decode("utf-16-le", errors="ignore")
+
+
 def _read_entry(body: _Props) -> dict[str, Any]:
     """The entry as the server binds and stores it (known properties in their canonical case, labels cut);
     raises the 500 a .NET server answers to a body of the wrong shape."""
@@ -1334,7 +1342,7 @@ def _read_entry(body: _Props) -> dict[str, Any]:
         if compte is None:
             raise _net_failure(NULL_REFERENCE)
         line: dict[str, Any] = {"Jour": _int_field(props, "Jour"), "Compte": compte}
-        line["Libelle"] = (_string(props, "Libelle") or "")[:LIBELLE_MAX_CHARS]
+        line["Libelle"] = _net_cut(_string(props, "Libelle") or "", LIBELLE_MAX_CHARS)
         line["Debit"], line["Credit"] = _amount(props, "Debit"), _amount(props, "Credit")
         for name in _LINE_STRINGS:
             value = _string(props, name)

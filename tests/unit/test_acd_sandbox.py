@@ -640,6 +640,17 @@ def test_a_label_over_50_characters_is_cut_silently_to_its_first_50(api, acd):
     assert labels == [long[:50], ""] and ACK not in labels[0]
 
 
+def test_a_label_is_cut_in_utf16_units_as_dotnet_counts_them(api, acd):
+    # 47 characters (4 emoji, 34 letters, a space, the ACK tag) but 51 UTF-16 units: each emoji counts two
+    label = "🍕🎉🍕🎉" + "a" * 34 + " " + ACK
+    body = entry(LignesEcriture=[line("606400", 100, libelle=label), line("FORANGE", 0, 100, libelle="")])
+
+    api.post("/compta/ecriture", json=body)
+
+    stored = acd.entries("dupont", "DUPONT01")[0]["LignesEcriture"][0]["Libelle"]
+    assert len(label) == 47 and stored == label[:-1] and ACK not in stored
+
+
 def test_amounts_keep_their_exact_digits(api, acd):
     api.post("/compta/ecriture", json=entry(LignesEcriture=[line("606400", 100.10), line("FORANGE", 0, 100.10)]))
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.acd.errors import SubsidiaryCodeInvalid, SubsidiaryCodeTooLong
-from pipeline.acd.mapping import LABEL_MAX_CHARS, check_subsidiary, cut_label, map_entry
+from pipeline.acd.mapping import LABEL_MAX_CHARS, check_subsidiary, cut_label, map_entry, utf16_units
 from pipeline.model import Counterparty, Entry
 from pipeline.samples import sample_entry, sample_event
 from schemas.event import load_event
@@ -439,3 +439,17 @@ def test_a_label_made_only_of_an_ack_code_is_replaced_too():
     raw["label"] = "(#ABCD#)"
     lines = map_entry(entry_from(raw), ACK, None)["LignesEcriture"]
     assert {line["Libelle"] for line in lines} == {"Note de frais du 02/02/2026 (#K7QZ#)"}
+
+
+def test_a_label_with_emoji_fits_50_characters_as_the_dotnet_server_counts_them():
+    # given a label whose characters beyond U+FFFF count two UTF-16 units on ACD's .NET server
+    label = "Resto 🍕🍕 équipe — dîner client 🎉 chez Mario et Luigi, Paris 11e"
+
+    # when it is cut for ACD
+    result = cut_label(label, ACK)
+
+    # then it fits in 50 UTF-16 units with the ACK code whole at the end, so the server's own cut keeps it
+    assert utf16_units(result) <= LABEL_MAX_CHARS and result.endswith(" " + TAG)
+    dotnet_cut = result.encode("utf-16-le")[: 2 * LABEL_MAX_CHARS].decode("utf-16-le")
+    assert dotnet_cut == result
+    assert result.startswith("Resto 🍕🍕 équipe")
