@@ -91,6 +91,8 @@ class Bed:
             "HUBSYNC_CONFIRM_WINDOW_SECONDS": "120",
             "HUBSYNC_HTTP_TIMEOUT_SECONDS": "5",
             "HUBSYNC_CONNECT_TIMEOUT_SECONDS": "2",
+            # the sandbox's slowest post answers after 5.5 s; an IIS server may go on with a request for 120 s
+            "HUBSYNC_ACD_SERVER_REQUEST_TIMEOUT_SECONDS": "8",
             # a chain whose message was lost (pipeline.resume) goes on 30 s after it was due, not 75 minutes
             "HUBSYNC_STALL_SECONDS": "30",
             "HUBSYNC_RESUME_INTERVAL_SECONDS": "5",

@@ -37,6 +37,7 @@ class Settings:
     http_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     acd_index_lag_seconds: float = 2.0
+    acd_server_request_timeout_seconds: float = 120.0
     confirm_window_seconds: float = 120.0
     acd_fec_timeout_seconds: float = 120.0
     acd_fec_min_interval_seconds: float = 10.0
@@ -68,6 +69,9 @@ class Settings:
             http_timeout_seconds=_float("HUBSYNC_HTTP_TIMEOUT_SECONDS", defaults.http_timeout_seconds),
             connect_timeout_seconds=_float("HUBSYNC_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             acd_index_lag_seconds=_float("HUBSYNC_ACD_INDEX_LAG_SECONDS", defaults.acd_index_lag_seconds),
+            acd_server_request_timeout_seconds=_float(
+                "HUBSYNC_ACD_SERVER_REQUEST_TIMEOUT_SECONDS", defaults.acd_server_request_timeout_seconds
+            ),
             confirm_window_seconds=_float("HUBSYNC_CONFIRM_WINDOW_SECONDS", defaults.confirm_window_seconds),
             acd_fec_timeout_seconds=_float("HUBSYNC_ACD_FEC_TIMEOUT_SECONDS", defaults.acd_fec_timeout_seconds),
             acd_fec_min_interval_seconds=_float(

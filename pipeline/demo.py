@@ -104,6 +104,8 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
         "HUBSYNC_BREAKER_THRESHOLD": "3",
         "HUBSYNC_BREAKER_COOLDOWN_SECONDS": "2",
         "HUBSYNC_HTTP_TIMEOUT_SECONDS": "10",
+        # the sandbox never goes on with a request its client gave up on (an IIS server may, for 120 s)
+        "HUBSYNC_ACD_SERVER_REQUEST_TIMEOUT_SECONDS": "10",
     }
     os.environ.update(env)
     reset_settings()

@@ -342,11 +342,13 @@ def _lookup(store: Store, ctx: AcdContext, rec: Record, conclusive_from: float) 
 
 
 def _unknown_since(rec: Record) -> float:
-    """From when a FEC is conclusive about a post whose outcome is unknown: the server may have gone on with
-    it until the client's timeout, and a committed entry takes the index lag to reach the FEC."""
+    """From when a FEC is conclusive about a post whose outcome is unknown: the server may go on with a request
+    after the hub stopped waiting (timeout, cut connection, a gateway's 504), until its own request timeout
+    (IIS and ASP.NET: 110 to 120 s), and a committed entry then takes the index lag to reach the FEC."""
     s = settings()
     assert rec.post_started_at is not None
-    return rec.post_started_at + s.http_timeout_seconds + s.acd_index_lag_seconds + UNKNOWN_OUTCOME_MARGIN_SECONDS
+    working = max(s.http_timeout_seconds, s.acd_server_request_timeout_seconds)
+    return rec.post_started_at + working + s.acd_index_lag_seconds + UNKNOWN_OUTCOME_MARGIN_SECONDS
 
 
 def _mark_found(store: Store, rec: Record, numbers: list[str], outcome: str) -> None:

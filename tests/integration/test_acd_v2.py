@@ -241,6 +241,22 @@ def test_a_non_calendar_fiscal_year_is_read_from_the_fec_of_the_year_it_ends(hub
     assert posts - posts_before == 2
 
 
+def test_a_post_the_server_commits_after_the_client_gave_up_is_found_not_posted_again(hub: Hub) -> None:
+    # given a server that takes 9 s to commit a post, while the hub waits 5 s for an answer (an IIS server goes
+    # on with a request its client left, until its own request timeout)
+    cf = hub.cf("latecommit")
+    hub.connect_acd(cf, "leroy")
+    hub.sandbox.acd.set_fault("leroy", Fault(mode="slow", route="compta/ecriture", delay_seconds=9, count=1))
+    entry = _entry(hub, "bank_transaction", 745)
+    hub.emit(sample_event(cf, entry))
+    rec = hub.wait_states(cf, [entry["id"]], timeout=120)[entry["id"]]
+    # then the timeout is an unknown outcome, looked up in a FEC read after the server's own timeout: found once
+    assert rec.state == "confirmed", rec.last_error
+    assert len(hub.acd_entries_with("leroy", "LEROY01", rec.ack)) == 1
+    outcomes = [a.get("outcome") for a in hub.store.attempts(rec.id)]
+    assert "found_in_fec" in outcomes and "posted" not in outcomes
+
+
 def test_an_entry_is_given_up_on_only_after_a_read_made_past_the_window_misses_it(hub: Hub) -> None:
     # given a dossier whose FEC takes 10 s to build (so it is read at most every 30 s, the confirm window) and a
     # server that writes new entries into its FEC 16 s after taking them (the hub expects 2 s): the first read
