@@ -255,6 +255,14 @@ def rename(store: Store, rec: Record) -> None:
             raise Deferred(f"document {doc.id} is not fetched yet", retry_after=1.0)
         name = documents.unique_name(ack, event.entry.id, doc.id, meta["sha256"], doc.filename, meta["content_type"])
         if meta.get("upload_started_at"):
+            # the server may still be storing it: look only once it cannot be, so a late copy is not missed
+            settled = float(meta["upload_started_at"]) + _server_may_work_seconds()
+            if now() < settled:
+                raise Deferred(
+                    f"the GED upload of {name} got no answer; it is looked up by its name once the server cannot "
+                    f"still be storing it (in {settled - now():.0f}s), and sent again only if it is not there",
+                    retry_after=settled - now(),
+                )
             ged_id = _found_in_ged(ctx, rec, doc.id, name)
             if ged_id is not None:
                 store.update_doc(rec.id, doc.id, name=name, ged_id=ged_id, upload_started_at=None)
@@ -345,10 +353,15 @@ def _unknown_since(rec: Record) -> float:
     """From when a FEC is conclusive about a post whose outcome is unknown: the server may go on with a request
     after the hub stopped waiting (timeout, cut connection, a gateway's 504), until its own request timeout
     (IIS and ASP.NET: 110 to 120 s), and a committed entry then takes the index lag to reach the FEC."""
-    s = settings()
     assert rec.post_started_at is not None
-    working = max(s.http_timeout_seconds, s.acd_server_request_timeout_seconds)
-    return rec.post_started_at + working + s.acd_index_lag_seconds + UNKNOWN_OUTCOME_MARGIN_SECONDS
+    return rec.post_started_at + _server_may_work_seconds() + settings().acd_index_lag_seconds
+
+
+def _server_may_work_seconds() -> float:
+    """How long after a request went out the firm's server may still act on it (the hub's timeout, or the
+    server's own request timeout when longer), with a margin."""
+    s = settings()
+    return max(s.http_timeout_seconds, s.acd_server_request_timeout_seconds) + UNKNOWN_OUTCOME_MARGIN_SECONDS
 
 
 def _mark_found(store: Store, rec: Record, numbers: list[str], outcome: str) -> None:

@@ -328,6 +328,26 @@ def test_a_lost_ged_answer_is_looked_up_by_name_and_never_uploaded_twice(hub: Hu
     assert stored["ReferenceGed"] == str(copies[0]["Id"])
 
 
+def test_a_document_the_ged_stores_after_the_client_gave_up_is_found_not_uploaded_again(hub: Hub) -> None:
+    # given a GED that takes 9 s to store a file, while the hub waits 5 s for an answer
+    cf = hub.cf("gedlate")
+    hub.connect_acd(cf, firm="martin", dossier="MARTIN01")
+    hub.sandbox.acd.set_fault("martin", Fault(mode="slow", route="ged/documents", delay_seconds=9, count=1))
+    data = tiny_pdf(f"late store {hub.run}")
+    info = hub.sandbox.docs.put(f"doc_late_{hub.run}", data, filename="late.pdf")
+    entry = _entry(hub, "purchase", 741)
+    doc = document_ref(f"doc_late_{hub.run}", info["url"], data, "supplier_invoice", "late.pdf")
+    started = time.monotonic()
+    hub.emit(sample_event(cf, entry, documents=[doc]))
+    rec = hub.wait_states(cf, [entry["id"]], timeout=120)[entry["id"]]
+    time.sleep(max(0.0, 10.0 - (time.monotonic() - started)))  # the slow upload has been stored by now
+    # then it is looked up once the server cannot still be storing it, and found: one copy
+    assert rec.state == "confirmed", rec.last_error
+    copies = [d for d in hub.sandbox.acd.documents("martin", "MARTIN01") if d["NomFichier"].startswith(rec.ack)]
+    assert len(copies) == 1
+    assert "found_in_ged" in [a.get("outcome") for a in hub.store.attempts(rec.id)]
+
+
 def test_a_lost_dossier_session_is_reopened_without_a_new_login(hub: Hub) -> None:
     cf = hub.cf("lostsession")
     hub.connect_acd(cf, firm="leroy", dossier="LEROY01")
