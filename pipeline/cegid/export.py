@@ -12,6 +12,11 @@ arrived before it started and starts one chain per document, exactly once even w
   the lock expired under a slow export; a marker left by an export that crashed before it enqueued is taken
   over by the next one;
 - documents that arrive while an export runs have a later arrival time and wait for the next export.
+
+An entry validated again (same ``entry.id``, a new event) without one of its documents withdraws that
+document's record: settled as ``skipped`` with the reason when nothing of it was sent (its dead letter, if
+any, closed as superseded), under the deposit step's lock so a deposit in flight cannot slip past. One whose
+deposit went out (or whose outcome is unknown) stays, with a note: Loop keeps what it was given.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from typing import Any
 
 from pipeline.cegid.connect import PROVIDER, check_dossier, context
 from pipeline.cegid.mapping import EXPORTED_KINDS
+from pipeline.cegid.steps import OUTCOME_UNKNOWN, SETTLED, skip
 from pipeline.config import settings
 from pipeline.deadletters import Enqueue
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.model import Event
-from pipeline.store import LockBusy, P, Store, now, record_id
+from pipeline.store import LockBusy, P, Record, Store, now, record_id
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ EXPORT_LOCK_WAIT_SECONDS = 60.0
 EXPORTS_KEPT = 60
 FIRST_STEP = "fetch"
 CHECK_FAILED = "dossier_check_failed"
+WITHDRAW_LOCK_WAIT_SECONDS = 2.0
 
 
 def next_export_at(current: datetime | None = None) -> datetime:
@@ -72,7 +79,8 @@ def pending(store: Store, client_file_id: str) -> list[str]:
 
 
 def fan_out_cegid_loop(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> tuple[str, bool]:
-    """Record the event's receipts and invoices as pending for the next export; says whether it acted."""
+    """Record the event's receipts and invoices as pending for the next export, and withdraw those its
+    re-validation removed from the entry; says whether it acted."""
     cf = event.client_file_id
     seen = store.r.set(f"{P}:cegid_loop:seen:{cf}:{event.event_id}", "1", nx=True, ex=settings().event_ttl_seconds)
     rids = []
@@ -89,11 +97,96 @@ def fan_out_cegid_loop(store: Store, event: Event, data: dict[str, Any], enqueue
                 store.update_doc(rid, doc.id, filename=doc.filename, kind=doc.kind)
                 store.r.sadd(f"{P}:entry:{event.entry.id}", rid)
                 store.r.zadd(pending_key(cf), {rid: now()})
-            elif rec.event_id != event.event_id and rec.step == "pending" and rec.state == "received":
-                # Validated again before the export: the deposit will carry the latest date, kind and party.
-                store.update(rid, event=data, event_id=event.event_id)
+            elif rec.event_id != event.event_id:
+                _kept(store, rec, event, data)
+    if seen:
+        _withdraw_removed(store, event, set(rids))
     shown = ", ".join(rids) or record_id(PROVIDER, cf, f"{event.entry.id} (no receipt or invoice)")
     return shown, bool(seen)
+
+
+def _kept(store: Store, rec: Record, event: Event, data: dict[str, Any]) -> None:
+    """A document still in the entry after its re-validation: the deposit will carry the latest date, kind and
+    party; one an earlier re-validation withdrew before it was sent waits for the next export again."""
+    withdrawn = store.fields(rec.id, "withdrawn")[0]
+    if rec.step == "pending" and rec.state == "received":
+        store.update(rec.id, event=data, event_id=event.event_id, withdrawn=None)
+    elif withdrawn and rec.state == "skipped" and not rec.trimmed:
+        store.update_doc(rec.id, rec.entry_id, skip_reason=None)
+        store.update(
+            rec.id,
+            event=data,
+            event_id=event.event_id,
+            generation=rec.generation + 1,
+            state="received",
+            step="pending",
+            note=None,
+            withdrawn=None,
+            export_id=None,
+        )
+        store.add_attempt(rec.id, {"step": "received", "outcome": "back_in_entry", "event_id": event.event_id})
+        store.r.zadd(pending_key(rec.client_file_id), {rec.id: now()})
+    elif withdrawn:
+        store.update(rec.id, withdrawn=None)  # back in the entry while its deposit was under way: let it go
+
+
+def _withdraw_removed(store: Store, event: Event, kept: set[str]) -> None:
+    """Withdraw the entry's documents that its re-validation removed, unless Loop may already hold them."""
+    prefix = f"{PROVIDER}:{event.client_file_id}:"
+    members: set[str] = store.r.smembers(f"{P}:entry:{event.entry.id}")
+    for rid in sorted(m for m in members if m.startswith(prefix) and m not in kept):
+        with store.lock(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
+            _withdraw(store, rid, event)
+
+
+def _withdraw(store: Store, rid: str, event: Event) -> None:
+    rec = store.record(rid)
+    if rec is None or rec.trimmed or rec.state == "skipped" or rec.event_id == event.event_id:
+        return
+    removed = f"removed from entry {event.entry.id} by its re-validation {event.event_id}"
+    reason = f"{removed} before it was exported"
+    sent = f"{removed} after its deposit went out: Cegid Loop may hold it, and keeps what it was given"
+    if rec.state in SETTLED:
+        _note_kept(store, rid, event, sent)
+        return
+    try:
+        # The deposit step holds this lock from its last look at the record until the ledger is written.
+        with store.lock(f"deposit:{rid}", ttl_seconds=30, wait_seconds=WITHDRAW_LOCK_WAIT_SECONDS):
+            rec = store.record(rid)
+            if rec is None or rec.state == "skipped":
+                return
+            meta = rec.docs.get(rec.entry_id) or {}
+            unknown = rec.state == "dead" and (rec.last_error or {}).get("error_class") == OUTCOME_UNKNOWN
+            if rec.state in SETTLED or meta.get("deposit") or meta.get("sending") or unknown:
+                _note_kept(store, rid, event, sent + ("; its dead letter waits for an operator" if unknown else ""))
+                return
+            if rec.state == "dead" and rec.dead_letter_id:
+                store.close_dead_letter(
+                    rec.dead_letter_id, "superseded", "revalidated", reason=event.event_id, who="hubsync"
+                )
+            skip(
+                store,
+                rid,
+                rec.entry_id,
+                "received",
+                reason,
+                generation=rec.generation + 1,  # a step still queued for it finds its message stale
+                withdrawn=reason,
+                dead_letter_id=None,
+                retry_since=None,
+                next_retry_at=None,
+            )
+            store.r.zrem(pending_key(rec.client_file_id), rid)
+    except LockBusy:
+        # Its deposit is under way: the mark makes a retry of a deposit that did not go out skip it instead.
+        store.update(rid, withdrawn=reason)
+        _note_kept(store, rid, event, f"{removed} while its deposit was under way: Cegid Loop may receive it")
+
+
+def _note_kept(store: Store, rid: str, event: Event, note: str) -> None:
+    store.update(rid, note=note)
+    store.add_attempt(rid, {"step": "received", "outcome": "removed_from_entry", "event_id": event.event_id})
+    log.warning("%s: %s", rid, note)
 
 
 @dataclass

@@ -15,7 +15,10 @@ The ledger is the only record of what Loop holds (Loop cannot be asked), so the 
   ``DepositOutcomeUnknown``; so does finding a mark of the same generation (a worker stopped between send
   and record). Nothing is sent twice without an operator: replaying that dead letter moves the record to a
   new generation, and the deposit step then sends again, noting it; discarding it means "it is in PIA" and
-  settles the record as ``exported`` (``settle_discarded``).
+  settles the record as ``exported`` (``settle_discarded``);
+- a document its entry's re-validation removed before it went out is withdrawn (``pipeline.cegid.export``):
+  settled as ``skipped``, or, when it was withdrawn while a deposit held the lock, skipped by the next
+  try of this step that has not sent it.
 """
 
 from __future__ import annotations
@@ -84,12 +87,12 @@ def _ensure_spooled(store: Store, rec: Record, doc: Document) -> Path:
     return fetched.path
 
 
-def _skip(store: Store, rec: Record, doc_id: str, step: str, reason: str) -> None:
+def skip(store: Store, rid: str, doc_id: str, step: str, reason: str, **fields: Any) -> None:
     """Settle a record as ``skipped`` with its reason, visible in ``hubsync entry`` and counted by status."""
-    store.update_doc(rec.id, doc_id, skip_reason=reason)
-    store.update(rec.id, state="skipped", note=f"skipped: {reason}", post_started_at=None)
-    store.add_attempt(rec.id, {"step": step, "outcome": "skipped", "reason": reason})
-    log.info("%s skipped: %s", rec.id, reason)
+    store.update_doc(rid, doc_id, skip_reason=reason)
+    store.update(rid, state="skipped", note=f"skipped: {reason}", post_started_at=None, **fields)
+    store.add_attempt(rid, {"step": step, "outcome": "skipped", "reason": reason})
+    log.info("%s skipped: %s", rid, reason)
 
 
 def describe_bytes(head: bytes) -> str:
@@ -126,9 +129,9 @@ def check(store: Store, rec: Record) -> None:
     kind = documents.sniff_type(head)
     if kind is None:
         declared = f" (named {doc.filename!r})" if doc.filename else ""
-        _skip(
+        skip(
             store,
-            rec,
+            rec.id,
             doc.id,
             "check",
             f"the file{declared} is {describe_bytes(head)}, not JPEG, PNG or PDF: Cegid Loop takes only those",
@@ -225,6 +228,13 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
         # An operator replayed the outcome-unknown dead letter: send again, and say so in the ledger.
         resent = True
         store.add_attempt(rid, {"step": "deposit", "outcome": "resending_after_unknown_outcome", "earlier": sending})
+    else:
+        withdrawn = store.fields(rid, "withdrawn")[0]
+        if withdrawn:
+            # A re-validation removed it while an earlier try of this step held the lock, and that try did not
+            # send it: it never goes now.
+            skip(store, rid, doc.id, "deposit", withdrawn)
+            return
     path = _ensure_spooled(store, fresh, doc)
     size = path.stat().st_size
     if size > DEPOSIT_MAX_BYTES:
@@ -247,7 +257,7 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
     except UnsupportedFileType as exc:
         store.update_doc(rid, doc.id, sending=None)
         store.update(rid, post_started_at=None)
-        _skip(store, fresh, doc.id, "deposit", f"Cegid Loop refused its content ({exc.message})")
+        skip(store, rid, doc.id, "deposit", f"Cegid Loop refused its content ({exc.message})")
         return
     except HubsyncError:
         store.update_doc(rid, doc.id, sending=None)  # it did not go out whole: a retry sends it

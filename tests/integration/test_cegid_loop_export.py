@@ -170,6 +170,35 @@ def test_days_export_lands_pdf_png_jpeg_once_with_transaction_and_type_and_never
     assert (counts["exported"], counts["skipped"], counts["dead"]) == (3, 2, 0)
 
 
+def test_a_document_removed_by_a_revalidation_before_the_export_is_skipped_never_deposited(hub: Hub) -> None:
+    # given an entry validated with a wrong document, then validated again with the right one in its place
+    cf, dossier = _connect(hub, "reval")
+    wrong = _doc(hub, "wrong", "supplier_invoice", data=tiny_pdf(f"wrong scan {hub.run}"))
+    right = _doc(hub, "right", "supplier_invoice", data=tiny_pdf(f"right scan {hub.run}"))
+    first = _event(hub, cf, "purchase", 30, [wrong])
+    again = sample_event(cf, first["entry"], event_id=f"{first['event_id']}_again", documents=[right])
+    hub.emit(first)
+    _wait_pending(hub, cf, 1)
+    hub.emit(again)
+    hub.wait(lambda: hub.store.event_status(again["event_id"]) == "done", 30, "the re-validation to be ingested")
+    # when the export runs
+    shown = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--json")
+    assert shown.returncode == 0, shown.stderr
+    # then only the right document reaches Loop; the wrong one is skipped with the reason
+    assert json.loads(shown.stdout)["counts"]["exported"] == 1
+    assert set(_copies(hub, dossier)) == {right["sha256"]}
+    rec = hub.store.record(_rid(cf, wrong))
+    assert rec.state == "skipped" and rec.docs[wrong["id"]].get("deposit") is None
+    entry_id = first["entry"]["id"]
+    reason = f"removed from entry {entry_id} by its re-validation {again['event_id']} before it was exported"
+    assert rec.docs[wrong["id"]]["skip_reason"] == reason
+    text = run_cli(hub.env, "entry", first["entry"]["id"]).stdout
+    assert f"document {wrong['id']}: -: skipped ({reason})" in text, text
+    status = json.loads(run_cli(hub.env, "status", "--json").stdout)
+    counts = status["providers"][PROVIDER][cf]
+    assert (counts["exported"], counts["skipped"], counts["dead"]) == (1, 1, 0)
+
+
 def test_two_overlapping_exports_deposit_each_document_once(hub: Hub) -> None:
     # given six pending documents
     cf, dossier = _connect(hub, "overlap")

@@ -290,6 +290,103 @@ def test_a_file_over_50_000_000_bytes_is_refused_before_anything_is_sent(world: 
     assert world.deposits_in(dossier) == 0
 
 
+# -- an entry validated again without one of its documents ---------------------------------------
+
+
+def _revalidate(world: World, rid: str, suffix: str, keep: bool = False) -> tuple[str, str]:
+    """Validate the record's entry again (a new event) with another document in its place, or beside it when
+    ``keep``; returns the new document's record id and the event id."""
+    rec = world.store.record(rid)
+    event = json.loads(json.dumps(rec.event))
+    name = f"{suffix}_{world.run}"
+    data = tiny_pdf(f"{name} again")
+    info = world.sandbox.docs.put(f"doc_{name}", data, content_type="application/pdf", filename=f"{name}.pdf")
+    ref = document_ref(f"doc_{name}", info["url"], data, "supplier_invoice", f"{name}.pdf", paid=False)
+    event_id = f"{event['event_id']}_{suffix}"
+    documents = [*event["documents"], ref] if keep else [ref]
+    result = ingest(
+        world.store,
+        sample_event(rec.client_file_id, event["entry"], event_id=event_id, documents=documents),
+        world.enqueue,
+    )
+    assert result.outcome == "accepted", result.summary()
+    return f"{PROVIDER}:{rec.client_file_id}:doc_{name}", event_id
+
+
+def test_a_dead_lettered_document_removed_by_a_revalidation_is_skipped_and_its_dead_letter_superseded(
+    world: World,
+) -> None:
+    # given a document whose chain stopped at fetch (its file was gone)
+    cf, dossier = world.connect("gone")
+    rid = world.document(cf, "gone")
+    world.sandbox.docs.put(world.store.record(rid).entry_id, b"", content_type="application/pdf", filename="x.pdf")
+    _exported(world, cf)
+    assert world.step(rid, "fetch").action == "dead"
+    dl_id = world.store.record(rid).dead_letter_id
+    assert dl_id and world.store.dead_letter(dl_id).status == "open"
+    # when the entry is validated again with another document in its place
+    _new, event_id = _revalidate(world, rid, "instead")
+    # then the old one is skipped with the reason, its dead letter is closed as superseded, nothing was sent
+    rec = world.store.record(rid)
+    assert rec.state == "skipped" and rec.dead_letter_id is None
+    assert event_id in rec.docs[rec.entry_id]["skip_reason"]
+    assert world.store.dead_letter(dl_id).status == "superseded"
+    assert world.deposits_in(dossier) == 0
+
+
+def test_an_outcome_unknown_document_removed_by_a_revalidation_stays_for_the_operator(world: World) -> None:
+    # given a deposit whose answer was lost
+    cf, _dossier = world.connect("lost")
+    rid = world.document(cf, "lost")
+    _exported(world, cf)
+    world.up_to_deposit(rid)
+    world.loop.set_fault(Fault(mode="drop_after_commit", route="storeDocument", count=1))
+    assert world.step(rid, "deposit").action == "dead"
+    dl_id = world.store.record(rid).dead_letter_id
+    # when the entry is validated again without it
+    _revalidate(world, rid, "other")
+    # then it stays dead-lettered for an operator (Loop may hold it), with a note saying what happened
+    rec = world.store.record(rid)
+    assert rec.state == "dead" and rec.dead_letter_id == dl_id and world.store.dead_letter(dl_id).status == "open"
+    assert "after its deposit went out" in rec.note
+
+
+def test_a_document_removed_while_its_deposit_holds_the_lock_is_noted_then_never_sent(world: World) -> None:
+    # given a document ready to deposit, whose deposit lock another worker holds
+    cf, dossier = world.connect("busy")
+    rid = world.document(cf, "busy")
+    _exported(world, cf)
+    world.up_to_deposit(rid)
+    with world.store.lock(f"deposit:{rid}", ttl_seconds=30):
+        # when the entry is validated again without it
+        _revalidate(world, rid, "fresh")
+        # then it is left alone, with a note
+        rec = world.store.record(rid)
+        assert rec.state != "skipped" and "while its deposit was under way" in rec.note
+    # and when that deposit had not sent it, the step's next try skips it instead of sending it
+    assert world.step(rid, "deposit").action == "next"
+    rec = world.store.record(rid)
+    assert rec.state == "skipped" and "before it was exported" in rec.docs[rec.entry_id]["skip_reason"]
+    assert world.deposits_in(dossier) == 0
+
+
+def test_a_document_put_back_by_a_later_revalidation_waits_for_the_next_export_again(world: World) -> None:
+    # given a document withdrawn by a re-validation before any export
+    cf, dossier = world.connect("back")
+    rid = world.document(cf, "back")
+    _revalidate(world, rid, "without")
+    assert world.store.record(rid).state == "skipped" and rid not in pending(world.store, cf)
+    # when a third validation puts it back beside the other
+    _revalidate(world, rid, "with", keep=True)
+    # then it is pending again and the next export deposits it
+    rec = world.store.record(rid)
+    assert (rec.state, rec.step) == ("received", "pending") and rid in pending(world.store, cf)
+    assert rid in _exported(world, cf)
+    for name in STEPS:
+        assert world.step(rid, name).action == "next", world.store.record(rid)
+    assert world.store.record(rid).state == "exported" and world.deposits_in(dossier) == 1
+
+
 # -- connect, the export's dossier check, disconnect ----------------------------------------------
 
 
