@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> None:
         "HUBSYNC_SECRET_KEY": generate_key(),
         "HUBSYNC_SPOOL_DIR": str(tmp / "spool"),
         "HUBSYNC_DOCUMENT_HOSTS": docs.url.split("://", 1)[1],
-        "HUBSYNC_DOCUMENT_MAX_BYTES": str(max(sizes) + 1),
         "HUBSYNC_HTTP_TIMEOUT_SECONDS": "120",
     }
     os.environ.update(env)

@@ -34,6 +34,7 @@ class Settings:
     document_hosts: tuple[str, ...] = ()
     document_allow_private: bool = False
     document_max_bytes: int = 20 * 1024 * 1024
+    cegid_document_max_bytes: int = 50_000_000
     http_timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     acd_index_lag_seconds: float = 2.0
@@ -66,6 +67,7 @@ class Settings:
             document_hosts=_list("HUBSYNC_DOCUMENT_HOSTS"),
             document_allow_private=env.get("HUBSYNC_DOCUMENT_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
             document_max_bytes=int(_float("HUBSYNC_DOCUMENT_MAX_BYTES", defaults.document_max_bytes)),
+            cegid_document_max_bytes=int(_float("HUBSYNC_CEGID_DOCUMENT_MAX_BYTES", defaults.cegid_document_max_bytes)),
             http_timeout_seconds=_float("HUBSYNC_HTTP_TIMEOUT_SECONDS", defaults.http_timeout_seconds),
             connect_timeout_seconds=_float("HUBSYNC_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             acd_index_lag_seconds=_float("HUBSYNC_ACD_INDEX_LAG_SECONDS", defaults.acd_index_lag_seconds),

@@ -126,8 +126,12 @@ def fetch(
     max_bytes: int,
     expected_size: int | None = None,
     expected_sha256: str | None = None,
+    limit_setting: str = "HUBSYNC_DOCUMENT_MAX_BYTES",
 ) -> Fetched:
-    """Stream a document into the spool and check it; idempotent (a spooled copy with the hash is reused)."""
+    """Stream a document into the spool and check it; idempotent (a spooled copy with the hash is reused).
+
+    ``limit_setting`` names the setting ``max_bytes`` comes from, for the hint of a document over it."""
+    too_big_hint = f"The document is larger than the limit ({limit_setting}); attach a smaller scan."
     if expected_sha256:
         cached = spool_dir / expected_sha256
         if cached.exists() and (expected_size is None or cached.stat().st_size == expected_size):
@@ -163,11 +167,13 @@ def fetch(
                         )
                     declared = response.headers.get("Content-Length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise DocumentTooBig(f"the document has {int(declared)} bytes, over the {max_bytes} limit")
+                        raise DocumentTooBig(
+                            f"the document has {int(declared)} bytes, over the {max_bytes} limit", hint=too_big_hint
+                        )
                     for chunk in response.iter_bytes(CHUNK_BYTES):
                         size += len(chunk)
                         if size > max_bytes:
-                            raise DocumentTooBig(f"the document is over the {max_bytes}-byte limit")
+                            raise DocumentTooBig(f"the document is over the {max_bytes}-byte limit", hint=too_big_hint)
                         if len(head) < 1024:
                             head += chunk[: 1024 - len(head)]
                         digest.update(chunk)

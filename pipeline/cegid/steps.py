@@ -78,9 +78,11 @@ def _ensure_spooled(store: Store, rec: Record, doc: Document) -> Path:
         runtime.http("docs"),
         doc.url,
         _spool(),
-        max_bytes=s.document_max_bytes,
+        # Loop's own limit, not ACD's GED one (HUBSYNC_DOCUMENT_MAX_BYTES), and never above what Loop takes.
+        max_bytes=min(s.cegid_document_max_bytes, DEPOSIT_MAX_BYTES),
         expected_size=meta.get("size", doc.size),
         expected_sha256=meta.get("sha256", doc.sha256),
+        limit_setting="HUBSYNC_CEGID_DOCUMENT_MAX_BYTES",
     )
     if not meta.get("sha256"):
         store.update_doc(rec.id, doc.id, sha256=fetched.sha256, size=fetched.size, filename=doc.filename)

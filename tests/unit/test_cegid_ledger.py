@@ -4,6 +4,7 @@ Redis and the Cegid Loop and document sandboxes over loopback, each step run as 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -270,6 +271,39 @@ def test_loop_down_when_the_deposit_starts_is_retried_and_lands_once(world: Worl
         assert world.store.record(rid).state == "exported" and world.deposits_in(dossier) == 1
     finally:
         server.down()
+
+
+def test_a_21_mb_document_over_acds_20_mib_limit_is_fetched_and_deposited_into_loop(
+    world: World, tmp_path: Any
+) -> None:
+    # given a 21,000,000-byte PDF (over ACD's 20 MiB GED limit, well under Loop's 50,000,000) in the docs store
+    size = 21_000_000
+    assert settings().document_max_bytes < size
+    cf, dossier = world.connect("big")
+    path = tmp_path / "big.pdf"
+    digest = hashlib.sha256()
+    with path.open("wb") as fh:
+        block = b"%PDF-1.4\n" + b"0" * (1_000_000 - 9)
+        for _ in range(size // len(block)):
+            fh.write(block)
+            digest.update(block)
+    doc_id = f"doc_big_{world.run}"
+    info = world.sandbox.docs.put_file(doc_id, path, content_type="application/pdf", filename="big.pdf")
+    ref = document_ref(doc_id, info["url"], b"%PDF", "supplier_invoice", "big.pdf", paid=False)
+    ref.update(size=size, sha256=digest.hexdigest())
+    entry = sample_entry("purchase", 7)
+    entry["id"] = f"ent_big_{world.run}"
+    assert ingest(world.store, sample_event(cf, entry, documents=[ref]), world.enqueue).outcome == "accepted"
+    rid = f"{PROVIDER}:{cf}:{doc_id}"
+    _exported(world, cf)
+    # when its chain runs
+    outcomes = [world.step(rid, name).action for name in STEPS]
+    # then it is fetched (streamed) and deposited whole, once
+    assert outcomes == ["next"] * 4, world.store.record(rid).last_error
+    assert world.store.record(rid).state == "exported"
+    (got,) = world.loop.deposits(dossier)
+    assert (got["size"], got["sha256"]) == (size, digest.hexdigest())
+    (settings().spool_dir / digest.hexdigest()).unlink(missing_ok=True)
 
 
 def test_a_file_over_50_000_000_bytes_is_refused_before_anything_is_sent(world: World, tmp_path: Any) -> None:
