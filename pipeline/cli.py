@@ -785,17 +785,41 @@ def resume_stalled_cmd(older_than: float | None, as_json: bool) -> None:
 
 @main.command("reconcile")
 @click.option("--client-file", default=None, help="Only this client file (default: every connection).")
+@click.option(
+    "--checked",
+    "checked",
+    multiple=True,
+    metavar="DOCUMENT_ID",
+    help="Cegid Loop: this possible duplicate was looked for in PIA (a second copy removed if there was one).",
+)
+@click.option("--reason", default="", help="With --checked: what was found, kept in the document's history.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def reconcile_cmd(client_file: str | None, as_json: bool) -> None:
+def reconcile_cmd(client_file: str | None, checked: tuple[str, ...], reason: str, as_json: bool) -> None:
     """Compare the hub's records with what ACD holds (by ACK code, in each dossier's FEC), and report Cegid Loop
-    documents from the hub's deposit ledger (Loop cannot be asked): deposited, skipped with reason, outcome unknown.
+    documents from the hub's deposit ledger (Loop cannot be asked): deposited, skipped with reason, outcome
+    unknown, possible duplicates.
 
     Exits 1 when anything does not reconcile or needs a look (or a dossier could not be read), 0 otherwise.
     """
-    from pipeline.cegid.reconcile import LedgerReconciliation
+    import getpass
+
+    from pipeline.cegid.reconcile import LedgerReconciliation, NotAPossibleDuplicate, mark_duplicate_checked
     from pipeline.reconcile import reconcile
 
-    results = reconcile(_store(), client_file)
+    store = _store()
+    if checked:
+        if not client_file or not reason.strip():
+            fail("--checked needs --client-file and a --reason (what was found in PIA)")
+        try:
+            who = getpass.getuser()
+        except (KeyError, OSError):
+            who = "unknown"
+        for document_id in checked:
+            try:
+                mark_duplicate_checked(store, client_file, document_id, reason, who)
+            except NotAPossibleDuplicate as exc:
+                fail(str(exc))
+    results = reconcile(store, client_file)
     if client_file and not results:
         fail(f"client file {client_file} has no ACD or Cegid Loop connection")
     if as_json:

@@ -11,7 +11,9 @@ Each record of a client file is counted once:
 
 ``possible_duplicates`` lists documents an operator chose to send again after an unknown outcome: if the
 first deposit did land after all, PIA holds two copies. The reconciliation needs a look (``ok`` false) while
-any outcome is unknown.
+any outcome is unknown and while any possible duplicate has not been checked in PIA: Loop cannot be asked,
+so an operator says it was (``mark_duplicate_checked``, ``hubsync reconcile --checked``), as ACD's
+duplicates clear once the second entry is gone from its FEC.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.store import Record, Store
+from pipeline.store import Record, Store, now, record_id
 
 PROVIDER = "cegid_loop"
 
@@ -42,8 +44,8 @@ class LedgerReconciliation:
 
     @property
     def ok(self) -> bool:
-        """No deposit with an unknown outcome, and the ledger could be read."""
-        return not (self.outcome_unknown or self.error)
+        """No deposit with an unknown outcome, no possible duplicate left unchecked, and the ledger could be read."""
+        return not (self.outcome_unknown or self.possible_duplicates or self.error)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for ``hubsync reconcile --json``."""
@@ -84,7 +86,8 @@ class LedgerReconciliation:
         for item in self.possible_duplicates:
             out.append(
                 f"  possible duplicate {item['document']} {item['filename']}: sent again after an unknown outcome; "
-                "PIA may hold two copies"
+                "PIA may hold two copies: look, delete the second if so, then `hubsync reconcile --client-file "
+                f"{self.client_file_id} --checked {item['document']} --reason '…'`"
             )
         for item in self.dead:
             out.append(f"  dead              {item['document']}: {item['error_class']} ({item.get('dead_letter')})")
@@ -115,7 +118,7 @@ def classify(store: Store, client_file_id: str, dossier: str) -> LedgerReconcili
                     "settled_by_operator": bool(ledger.get("settled_by_operator")),
                 }
             )
-            if ledger.get("resent_after_unknown_outcome"):
+            if ledger.get("resent_after_unknown_outcome") and not ledger.get("duplicate_checked"):
                 out.possible_duplicates.append({"document": rec.entry_id, "filename": ledger.get("filename") or name})
         elif rec.state == "skipped":
             reason = str(meta.get("skip_reason") or rec.note.removeprefix("skipped: "))
@@ -147,3 +150,22 @@ def reconcile_cegid_loop(store: Store, client_file_id: str) -> LedgerReconciliat
         return classify(store, client_file_id, dossier)
     except Exception as exc:  # noqa: BLE001 - any failure is reported, never hidden behind a green line
         return LedgerReconciliation(client_file_id, dossier, error=f"{type(exc).__name__}: {exc}")
+
+
+class NotAPossibleDuplicate(ValueError):
+    """The document named is not one sent again after an unknown outcome."""
+
+
+def mark_duplicate_checked(store: Store, client_file_id: str, document_id: str, reason: str, who: str) -> None:
+    """An operator looked in PIA for a second copy of a document sent again (and removed it if there was one)."""
+    rid = record_id(PROVIDER, client_file_id, document_id)
+    rec = store.record(rid)
+    ledger = (_doc(rec).get("deposit") or {}) if rec is not None else {}
+    if rec is None or rec.state != "exported" or not ledger.get("resent_after_unknown_outcome"):
+        raise NotAPossibleDuplicate(
+            f"document {document_id} of {client_file_id} is not a possible duplicate (not sent again after an "
+            "unknown outcome)"
+        )
+    checked = {"reason": reason, "who": who, "at": now()}
+    store.update_doc(rid, document_id, deposit={**ledger, "duplicate_checked": checked})
+    store.add_attempt(rid, {"step": "reconcile", "outcome": "duplicate_checked", **checked})

@@ -326,12 +326,21 @@ def test_replaying_an_outcome_unknown_dead_letter_sends_it_again_because_the_ope
     # when the operator replays it
     replayed = run_cli(hub.env, "dlq", "replay", rec.dead_letter_id)
     assert replayed.returncode == 0 and "chain resumed at deposit" in replayed.stdout
-    # then the worker sends it again, the ledger says so, and reconcile lists the possible duplicate
+    # then the worker sends it again, the ledger says so, and reconcile lists the possible duplicate as
+    # needing a look
     rec = _wait_settled(hub, [_rid(cf, doc)])[_rid(cf, doc)]
     assert rec.state == "exported" and rec.docs[doc["id"]]["deposit"]["resent_after_unknown_outcome"]
     assert _copies(hub, dossier)[doc["sha256"]] == 2
     reconciled = run_cli(hub.env, "reconcile", "--client-file", cf)
-    assert reconciled.returncode == 0 and f"possible duplicate {doc['id']}" in reconciled.stdout
+    assert reconciled.returncode == 1 and f"possible duplicate {doc['id']}" in reconciled.stdout
+    assert f"--checked {doc['id']}" in reconciled.stdout
+    # and once the operator says PIA was checked (the second copy deleted there), reconcile is green again
+    checked = run_cli(
+        hub.env, "reconcile", "--client-file", cf, "--checked", doc["id"], "--reason", "second copy deleted in PIA"
+    )
+    assert checked.returncode == 0 and "possible duplicate" not in checked.stdout, checked.stdout + checked.stderr
+    history = hub.store.attempts(_rid(cf, doc))
+    assert history[-1]["outcome"] == "duplicate_checked" and history[-1]["reason"] == "second copy deleted in PIA"
 
 
 def test_connect_refuses_an_unknown_dossier_code_before_any_deposit_and_prints_loop_hub_steps(hub: Hub) -> None:

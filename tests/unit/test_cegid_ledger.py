@@ -18,7 +18,7 @@ from pipeline.cegid import connect as loop_connect
 from pipeline.cegid import errors
 from pipeline.cegid.demo import LoopServer
 from pipeline.cegid.export import CHECK_FAILED, pending, run_export
-from pipeline.cegid.reconcile import reconcile_cegid_loop
+from pipeline.cegid.reconcile import NotAPossibleDuplicate, mark_duplicate_checked, reconcile_cegid_loop
 from pipeline.cegid.sandbox import (
     DEMO_API_KEY,
     DEMO_API_SECRET,
@@ -189,7 +189,13 @@ def test_replaying_an_outcome_unknown_sends_again_and_says_so(world: World) -> N
     assert outcomes[-2:] == ["resending_after_unknown_outcome", "deposited_again"]
     assert world.deposits_in(dossier) == 2
     result = reconcile_cegid_loop(world.store, cf)
-    assert result.ok and [d["document"] for d in result.possible_duplicates] == [rec.entry_id]
+    assert not result.ok and [d["document"] for d in result.possible_duplicates] == [rec.entry_id]
+    # and once an operator checked PIA for the second copy, it no longer needs a look
+    mark_duplicate_checked(world.store, cf, rec.entry_id, "one copy left in PIA", "alice")
+    after = reconcile_cegid_loop(world.store, cf)
+    assert after.ok and after.possible_duplicates == [] and len(after.deposited) == 1
+    with pytest.raises(NotAPossibleDuplicate):
+        mark_duplicate_checked(world.store, cf, "doc_never_sent_again", "?", "alice")
 
 
 def test_discarding_an_outcome_unknown_settles_the_document_as_exported(world: World) -> None:
