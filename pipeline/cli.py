@@ -19,7 +19,7 @@ import click
 import redis
 
 from pipeline.config import settings
-from pipeline.errors import HubsyncError
+from pipeline.errors import ErrorKind, HubsyncError
 
 STATE_ORDER = ("received", "waiting_retry", "posted", "confirmed", "exported", "skipped", "dead")
 
@@ -315,12 +315,20 @@ def connect_cegid_loop(
     try:
         report = do_connect(store, client_file, url, dossier, domain, api_key, secret, Secret(subscription))
     except HubsyncError as exc:
-        fail(f"{exc.message}. {exc.hint}")
+        fail(f"{exc.message}. {_hint(exc, 'run `hubsync connect cegid-loop` again once Cegid Loop answers')}")
     if as_json:
         emit_json(report.to_dict())
         return
     for line in report.lines():
         click.echo(line)
+
+
+def _hint(exc: HubsyncError, again: str) -> str:
+    """What to do after a command failed: a transient error's hint says the hub retries, which is true of a
+    chain's steps but not of a command an operator ran, so it says what to run instead."""
+    if exc.kind is ErrorKind.TRANSIENT:
+        return f"Nothing retries this command: {again}."
+    return exc.hint
 
 
 @main.command()
@@ -362,7 +370,11 @@ def export_group() -> None:
 
 @export_group.command("cegid-loop")
 @click.option("--client-file", "client_file", default=None, help="Only this client file (default: every one).")
-@click.option("--wait", is_flag=True, help="Wait until every document taken is exported, skipped or dead.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait until every document taken is exported, skipped or dead; exit 1 if an outcome is unknown.",
+)
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="With --wait: give up after this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_json: bool) -> None:
@@ -383,7 +395,8 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
             results.append(run_export(store, cf, enqueue))
         except HubsyncError as exc:
             # One client file's dossier must not hold back the others; its documents keep waiting.
-            refused[cf] = f"{exc.message}. {exc.hint}"
+            again = "run `hubsync export cegid-loop` again, or the 20:00 UTC export tries again"
+            refused[cf] = f"{exc.message}. {_hint(exc, again)}"
             click.echo(f"hubsync: export of {cf} failed, its documents wait: {refused[cf]}", err=True)
     taken = [rid for result in results for rid in result.enqueued]
     deadline = time.monotonic() + timeout
@@ -434,6 +447,11 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
         fail(f"{len(refused)} client file(s) not exported: {', '.join(sorted(refused))}")
     if wait and counts["waiting"]:
         fail(f"{counts['waiting']} document(s) not settled after {timeout:.0f}s", code=2)
+    if wait and unknown:
+        fail(
+            f"{len(unknown)} document(s) need a look: sent, answer lost, Cegid Loop may hold them; look in PIA, then "
+            "discard or replay each dead letter (`hubsync dlq list --provider cegid_loop`)"
+        )
 
 
 # -- emit ----------------------------------------------------------------------------------------------

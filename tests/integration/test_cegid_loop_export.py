@@ -284,6 +284,7 @@ def test_commit_then_drop_ends_as_an_outcome_unknown_dead_letter_never_a_silent_
     report = json.loads(shown.stdout)
     # then one lands, the other is an outcome-unknown dead letter, and Loop holds each content once
     assert report["counts"]["exported"] == 1 and report["counts"]["outcome_unknown"] == 1, report
+    assert shown.returncode == 1 and "1 document(s) need a look" in shown.stderr, shown.stderr
     ((doc_id, dl_id),) = report["outcome_unknown"].items()
     time.sleep(1.0)  # nothing is sent again behind the operator's back
     assert len(loop.deposits(dossier)) == 2 and set(_copies(hub, dossier).values()) == {1}
@@ -497,3 +498,31 @@ def test_a_days_export_with_loop_down_a_429_storm_and_a_cut_deposit_loses_nothin
     assert figures.deposited == 9 and figures.received == 10 and figures.duplicates == 0
     assert figures.calls == {"200": 9, "429": 8, "cut": 1}
     assert figures.export_delay_seconds >= 3.0  # it waited for Loop to come back, then ran
+
+
+def test_a_connect_or_export_that_cannot_reach_loop_says_to_run_it_again_not_that_the_hub_retries(hub: Hub) -> None:
+    # given a client file connected to a Cegid Loop server that is then down (its port refuses connections)
+    server = LoopServer(_loop(hub))
+    server.up()
+    cf, dossier = hub.cf("unreachable"), f"UNREACH{hub.run}".upper()
+    _loop(hub).add_dossier(dossier, "Unreachable", api_keys=[DEMO_API_KEY])
+    env = {
+        **hub.env,
+        "HUBSYNC_CEGID_SUBSCRIPTION_KEY": DEMO_SUBSCRIPTION_KEY,
+        "HUBSYNC_CEGID_API_SECRET": DEMO_API_SECRET,
+    }
+    args = ("--url", server.app_url, "--dossier", dossier, "--domain", DEMO_DOMAIN, "--api-key", DEMO_API_KEY)
+    try:
+        assert run_cli(env, "connect", "cegid-loop", "--client-file", cf, *args).returncode == 0
+        server.down()
+        # when an operator connects another client file to it, and exports the first one now
+        connected = run_cli(env, "connect", "cegid-loop", "--client-file", f"{cf}_2", *args)
+        exported = run_cli(env, "export", "cegid-loop", "--client-file", cf)
+    finally:
+        server.down()
+    # then each fails and says to run it again (nothing retries a command), never that the hub keeps retrying
+    assert connected.returncode == 1 and "run `hubsync connect cegid-loop` again" in connected.stderr
+    assert exported.returncode == 1 and "run `hubsync export cegid-loop` again" in exported.stderr
+    assert "the 20:00 UTC export tries again" in exported.stderr
+    for shown in (connected, exported):
+        assert "keeps retrying" not in shown.stderr and "Retried automatically" not in shown.stderr, shown.stderr
