@@ -16,6 +16,8 @@ The ledger is the only record of what Loop holds (Loop cannot be asked), so the 
   and record). Nothing is sent twice without an operator: replaying that dead letter moves the record to a
   new generation, and the deposit step then sends again, noting it; discarding it means "it is in PIA" and
   settles the record as ``exported`` (``settle_discarded``);
+- a file already deposited (or being deposited) into the dossier under another document, found by its
+  SHA-256, is skipped with the other's name: Loop would pre-fill the client's journals from it twice;
 - a document its entry's re-validation removed before it went out is withdrawn (``pipeline.cegid.export``):
   settled as ``skipped``, or, when it was withdrawn while a deposit held the lock, skipped by the next
   try of this step that has not sent it.
@@ -36,7 +38,7 @@ from pipeline.cegid.mapping import deposit_filename, transaction, unique_key
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, PermanentError
 from pipeline.model import Document, Event
-from pipeline.store import DeadLetter, LockBusy, Record, Store, now
+from pipeline.store import DeadLetter, LockBusy, P, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,43 @@ def deposit(store: Store, rec: Record) -> None:
         raise Deferred("another worker is depositing this document", retry_after=2.0) from exc
 
 
+def _content_key(client_file_id: str, sha256: str) -> str:
+    return f"{P}:cegid_loop:content:{client_file_id}:{sha256}"
+
+
+def _same_file_elsewhere(store: Store, rec: Record, sha256: str) -> str | None:
+    """Why this document must not go when the same file (by SHA-256) went, or is going, into the client's
+    dossier under another document (an invoice attached to its purchase and to its payment): PIA would
+    pre-fill the client's journals from it twice, and Loop has no idempotency. None when this document holds
+    the file's place (claimed here, for the dedupe window), or when the other one never went."""
+    key = _content_key(rec.client_file_id, sha256)
+    ttl = settings().event_ttl_seconds
+    if store.r.set(key, rec.id, nx=True, ex=ttl):
+        return None
+    holder = store.r.get(key)
+    if holder == rec.id:
+        return None
+    other = store.record(holder) if holder else None
+    if other is not None:
+        meta = other.docs.get(other.entry_id) or {}
+        unknown = other.state == "dead" and (other.last_error or {}).get("error_class") == OUTCOME_UNKNOWN
+        if other.state == "exported" or meta.get("deposit"):
+            went = "was deposited"
+        elif meta.get("sending") or unknown:
+            went = "was sent (its answer lost: it may be in PIA)"
+        elif other.state not in ("skipped", "dead"):
+            went = "is being exported"
+        else:
+            went = ""
+        if went:
+            return (
+                f"the same file (sha256 {sha256[:12]}…) as document {other.entry_id}, which {went} into this "
+                "dossier: Cegid Loop would pre-fill the client's journals from it twice"
+            )
+    store.r.set(key, rec.id, ex=ttl)  # the other never went: this document takes the file's place
+    return None
+
+
 def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> None:
     fresh = store.record(rid)
     if fresh is None or fresh.state in SETTLED:
@@ -236,6 +275,10 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
             # A re-validation removed it while an earlier try of this step held the lock, and that try did not
             # send it: it never goes now.
             skip(store, rid, doc.id, "deposit", withdrawn)
+            return
+        twin = _same_file_elsewhere(store, fresh, str(meta["sha256"]))
+        if twin:
+            skip(store, rid, doc.id, "deposit", twin)
             return
     path = _ensure_spooled(store, fresh, doc)
     size = path.stat().st_size

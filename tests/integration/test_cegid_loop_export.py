@@ -3,6 +3,7 @@ sandboxes over loopback, the real test documents, and `hubsync` run as an operat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -103,6 +104,10 @@ def _wait_settled(hub: Hub, rids: list[str], timeout: float = 90) -> dict[str, A
     return {rid: hub.store.record(rid) for rid in rids}
 
 
+def data_sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _copies(hub: Hub, dossier: str) -> Counter[str]:
     """How many times Loop received each content (sha256) in the dossier."""
     return Counter(d["sha256"] for d in _loop(hub).deposits(dossier))
@@ -197,6 +202,29 @@ def test_a_document_removed_by_a_revalidation_before_the_export_is_skipped_never
     status = json.loads(run_cli(hub.env, "status", "--json").stdout)
     counts = status["providers"][PROVIDER][cf]
     assert (counts["exported"], counts["skipped"], counts["dead"]) == (1, 1, 0)
+
+
+def test_one_file_attached_to_two_entries_is_deposited_once_and_the_other_skipped_with_its_reason(
+    hub: Hub,
+) -> None:
+    # given the same invoice file attached, as two documents, to its purchase and to its payment
+    cf, dossier = _connect(hub, "twice")
+    data = tiny_pdf(f"one invoice {hub.run}")
+    on_purchase = _doc(hub, "inv_purchase", "supplier_invoice", data=data, paid=True)
+    on_payment = _doc(hub, "inv_payment", "supplier_invoice", data=data, paid=True)
+    other = _doc(hub, "other", "receipt", data=tiny_pdf(f"another file {hub.run}"))
+    hub.emit(_event(hub, cf, "purchase", 11, [on_purchase, other]))
+    hub.emit(_event(hub, cf, "bank_transaction", 12, [on_payment]))
+    _wait_pending(hub, cf, 3)
+    # when the day's export runs
+    shown = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--json")
+    assert shown.returncode == 0, shown.stderr
+    # then Loop receives the file once, and the other document says which one went
+    assert _copies(hub, dossier) == Counter({on_purchase["sha256"]: 1, other["sha256"]: 1})
+    records = [hub.store.record(_rid(cf, d)) for d in (on_purchase, on_payment)]
+    assert sorted(r.state for r in records) == ["exported", "skipped"]
+    went, skipped = sorted(records, key=lambda r: r.state)
+    assert f"the same file (sha256 {data_sha(data)[:12]}" in skipped.note and went.entry_id in skipped.note
 
 
 def test_two_overlapping_exports_deposit_each_document_once(hub: Hub) -> None:
