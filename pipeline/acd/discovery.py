@@ -6,10 +6,16 @@ address typed, in order, and each is probed with the login call: the first one t
 JSON (200 with a ``UUID``, or ACD's JSON 401 envelope) is the API. Anything else (HTML, a 404, a redirect to
 a login page, since redirects are never followed) means "not here". A JSON refusal of the password stops
 the probe at once: a wrong password costs exactly one failed login, and it is never tried again.
+
+A busy or failing server is not a wrong address: a 429, 502, 503 or 504 is asked again at the same base after
+the wait its ``Retry-After`` gives (a few tries, a few seconds in all), and when no base answered the login
+while one of them answered 429 or 5xx, the server is reported unavailable (try again later), not absent.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -22,11 +28,28 @@ from pipeline.acd.errors import (
     NotAnISuiteServer,
     ServerUnavailable,
     error_from_exception,
+    retry_after_of,
 )
+from pipeline.errors import ErrorKind
 from pipeline.secrets import Secret
 
 API_VERSION = "/v1"
 LOGIN_ROUTE = "/v1/authentification"
+
+BUSY_STATUSES = (429, 502, 503, 504)
+"""Answers of a server that sheds load or whose back end is off: asked again at the same base."""
+BUSY_TRIES_PER_BASE = 3
+BUSY_WAIT_SECONDS = 1.0
+"""The wait before asking again when the answer gives no ``Retry-After``."""
+BUSY_WAIT_MAX_SECONDS = 5.0
+"""A longer ``Retry-After`` is not waited for: connect stops and says when to try again."""
+BUSY_BUDGET_SECONDS = 10.0
+"""All the waiting one discovery may do."""
+UNAVAILABLE_HINT = (
+    "The firm's ACD server is busy or off right now; this says nothing against the URL or the CNX code. Run "
+    "`hubsync connect acd` again in a few minutes; if it keeps failing, ask the firm whether its i-Suite server "
+    "is on and reachable."
+)
 
 
 def normalise_url(url: str) -> str:
@@ -92,8 +115,9 @@ def token_of(response: httpx.Response) -> str | None:
 
 
 def refusal(response: httpx.Response, api_base: str, api_code: str) -> AuthenticationFailed | AccountLocked | None:
-    """ACD's JSON refusal of a login, as the error to raise; None when the answer is not a JSON refusal."""
-    if response.status_code >= 500:
+    """ACD's JSON refusal of a login, as the error to raise; None when the answer is not a JSON refusal (a 429
+    or 5xx is never one, whatever its body: the password was not judged)."""
+    if response.status_code >= 500 or response.status_code == 429:
         return None
     code, errors = envelope(parse_json(response.content))
     if not errors and code != 0:
@@ -128,22 +152,53 @@ def _why_not(response: httpx.Response) -> str:
     kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
     if 300 <= response.status_code < 400:
         return f"redirect {response.status_code} to {response.headers.get('Location', '?')}"
-    return f"{response.status_code} {kind}"
+    wait = retry_after_of(response)
+    return f"{response.status_code} {kind}" + (f", Retry-After {wait:g}s" if wait is not None else "")
 
 
-def discover(http: httpx.Client, url: str, cnx: str, api_code: str, password: Secret) -> Found:
+def _is_busy(response: httpx.Response) -> bool:
+    return response.status_code == 429 or response.status_code >= 500
+
+
+def _probe(http: httpx.Client, base: str, cnx: str, api_code: str, password: Secret) -> httpx.Response:
+    try:
+        return http.send(login_request(base, cnx, api_code, password, http.timeout), follow_redirects=False)
+    except httpx.HTTPError as exc:
+        error = error_from_exception(exc)
+        if error.kind is ErrorKind.TRANSIENT:
+            raise ServerUnavailable(
+                f"cannot reach {base}: {error.message}", hint=UNAVAILABLE_HINT, retry_after=error.retry_after
+            ) from exc
+        raise error from exc
+
+
+def discover(
+    http: httpx.Client,
+    url: str,
+    cnx: str,
+    api_code: str,
+    password: Secret,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Found:
     """Probe the candidates with the login call; the first JSON answer wins. Raises ``AuthenticationFailed``
     or ``AccountLocked`` (after one failed login, naming the base that refused), ``ServerUnavailable``
-    when the host cannot be reached, ``NotAnISuiteServer`` when no candidate answers like ACD."""
+    when the host cannot be reached or a base answered busy (429, 5xx) and none answered the login,
+    ``NotAnISuiteServer`` when no candidate answers like ACD."""
     passed: list[tuple[str, str]] = []
+    busy: list[tuple[str, int]] = []
+    waited = 0.0
     for base in candidates(url, cnx):
-        try:
-            response = http.send(login_request(base, cnx, api_code, password, http.timeout), follow_redirects=False)
-        except httpx.HTTPError as exc:
-            error = error_from_exception(exc)
-            if isinstance(error, ServerUnavailable):
-                raise ServerUnavailable(f"cannot reach {base}: {error.message}") from exc
-            raise error from exc
+        response = _probe(http, base, cnx, api_code, password)
+        for _ in range(BUSY_TRIES_PER_BASE - 1):
+            if response.status_code not in BUSY_STATUSES:
+                break
+            wait = retry_after_of(response)
+            wait = BUSY_WAIT_SECONDS if wait is None else wait
+            if wait > BUSY_WAIT_MAX_SECONDS or waited + wait > BUSY_BUDGET_SECONDS:
+                break
+            sleep(wait)
+            waited += wait
+            response = _probe(http, base, cnx, api_code, password)
         token = token_of(response)
         if token is not None:
             return Found(base, token, passed)
@@ -151,5 +206,15 @@ def discover(http: httpx.Client, url: str, cnx: str, api_code: str, password: Se
         if refused is not None:
             raise refused
         passed.append((base, _why_not(response)))
+        if _is_busy(response):
+            busy.append((base, response.status_code))
     tried = "; ".join(f"{base} ({why})" for base, why in passed)
+    if busy:
+        raise ServerUnavailable(
+            f"the ACD server at {busy[0][0]} is busy or off (it answered {busy[0][1]}"
+            + (f", still after {waited:g}s of asking again" if waited else "")
+            + f"), and no API answered the login; tried: {tried}",
+            status=busy[0][1],
+            hint=UNAVAILABLE_HINT,
+        )
     raise NotAnISuiteServer(f"no ACD i-Suite API answered the login at any of: {tried}")

@@ -296,7 +296,8 @@ BUSINESS_ERRORS: dict[str, type[HubsyncError]] = {
 BUSINESS_ERRORS_FOLDED = {key.casefold(): cls for key, cls in BUSINESS_ERRORS.items()}
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_of(response: httpx.Response) -> float | None:
+    """The seconds an answer's ``Retry-After`` asks to wait, or None when it gives none (or a date)."""
     raw = response.headers.get("Retry-After")
     if raw is None:
         return None
@@ -326,7 +327,7 @@ def error_from_response(
     key = errors[0][0] if errors else ""
     words = "; ".join(f"{k}: {t}" if k else t for k, t in errors) if errors else plain_text(response.content)
     detail = f"ACD answered {status} on {route}" + (f": {words}" if words else "")
-    retry_after = _retry_after(response)
+    retry_after = retry_after_of(response)
     if status == 429:
         return RateLimited(detail, status=status, code=key or None, retry_after=retry_after)
     known = BUSINESS_ERRORS_FOLDED.get(key.casefold()) if key else None

@@ -310,6 +310,47 @@ def test_connect_with_a_wrong_password_costs_one_failed_login(hub: Hub) -> None:
     assert hub.store.connection(hub.cf("badpw"), "acd") is None
 
 
+def _connect_martin(hub: Hub, cf: str, url: str) -> Any:
+    seed = hub.sandbox.acd.firms["martin"]
+    env = {**hub.env, "HUBSYNC_ACD_PASSWORD": seed.api_users["QONTO"]}
+    return run_cli(
+        env, "connect", "acd", "--client-file", cf, "--url", url, "--cnx", seed.cnx, "--api-code", "QONTO",
+        "--dossier", "MARTIN01",
+    )  # fmt: skip
+
+
+def test_connect_waits_out_a_429_at_the_api_and_connects(hub: Hub) -> None:
+    # given the API address typed, and the server shedding the first login with 429 (Retry-After 1 s)
+    api = hub.sandbox.acd_api_url("martin")
+    hub.sandbox.acd.set_fault("martin", Fault(mode="rate_limit", route="authentification", retry_after=1, count=1))
+    # when connect runs
+    result = _connect_martin(hub, hub.cf("busy429"), api)
+    # then it asked the same address again after the wait, and connected
+    assert result.returncode == 0, result.stderr
+    assert f"ACD API at {api}" in result.stdout
+    assert hub.store.connection(hub.cf("busy429"), "acd").params["api_base"] == api
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(mode="rate_limit", route="authentification", retry_after=60),
+        Fault(mode="gateway", route="authentification"),
+    ],
+    ids=["429", "502"],
+)
+def test_connect_to_a_busy_server_says_busy_not_wrong_address(hub: Hub, fault: Fault) -> None:
+    # given the firm's server shedding every login (429 asking for a minute, or its gateway's 502)
+    hub.sandbox.acd.set_fault("martin", fault)
+    # when connect runs with the right address and CNX
+    result = _connect_martin(hub, hub.cf("busy"), hub.sandbox.acd_url("martin"))
+    # then it says the server is busy or off and to try again, not to check the URL and CNX; nothing is stored
+    assert result.returncode == 1
+    assert "busy or off" in result.stderr and "again in a few minutes" in result.stderr, result.stderr
+    assert "Check the i-Suite URL" not in result.stderr
+    assert hub.store.connection(hub.cf("busy"), "acd") is None
+
+
 def test_a_lost_ged_answer_is_looked_up_by_name_and_never_uploaded_twice(hub: Hub) -> None:
     cf = hub.cf("gedlost")
     hub.connect_acd(cf, firm="martin", dossier="MARTIN01")

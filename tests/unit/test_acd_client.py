@@ -290,6 +290,19 @@ def test_a_blocked_api_code_is_account_locked(store, locked):
     assert "ten minutes" in info.value.hint
 
 
+def test_a_429_on_login_is_rate_limited_and_no_refused_password_is_remembered(store):
+    # given a login shed with 429 and a KO envelope (the password was never judged)
+    server = FakeIsuite()
+    server.override("/authentification", ko("tropDeRequetes", status=429, description="Réessayez plus tard"))
+    # when a worker needs a token, it is told to come back later
+    with pytest.raises(RateLimited) as info:
+        client_for(server, store).journals()
+    assert info.value.kind is ErrorKind.TRANSIENT
+    # then the next worker logs in with the same password: nothing recorded it as refused
+    assert [j["Code"] for j in client_for(server, store).journals()] == ["AC"]
+    assert len(server.on("/authentification")) == 2
+
+
 def test_unknown_dossier_on_session_open_is_dossier_not_found(store):
     server = FakeIsuite()
     with pytest.raises(DossierNotFound) as info:
