@@ -849,8 +849,11 @@ def reconcile_cmd(client_file: str | None, checked: tuple[str, ...], reason: str
                     click.echo(line)
                 continue
             head = f"{r.provider} {r.client_file_id} ({r.dossier}): "
+            retries = getattr(r, "retries", None) or []
             if r.error:
                 click.echo(head + f"could not read ACD: {r.error}")
+                for note in retries:
+                    click.echo(f"  retried    {note}")
                 continue
             years = getattr(r, "years", None)
             click.echo(
@@ -858,7 +861,10 @@ def reconcile_cmd(client_file: str | None, checked: tuple[str, ...], reason: str
                 f"{len(r.duplicated)} duplicated, {len(r.unknown)} unknown, {len(r.pending)} pending, "
                 f"{len(r.dead)} dead, {len(r.indexing) + len(r.unrecorded)} settling"
                 + (f" (FEC {', '.join(map(str, years))})" if years else "")
+                + (f"; ACD was busy, asked again {len(retries)} time(s)" if retries else "")
             )
+            for note in retries:
+                click.echo(f"  retried    {note}")
             where = "ACD (EcritureNum)" if r.provider == "acd" else "Cegid Loop"
             for f in r.missing:
                 key = f"(#{f.ack}#)" if f.ack else f.name

@@ -11,24 +11,42 @@ record is then classified:
 - ``unknown``: an ACD entry carries an ACK code the hub never allocated in that dossier;
 - ``pending`` (not posted yet, nothing in ACD), ``dead`` (dead-lettered), ``unrecorded`` (in ACD while the
   hub has not recorded the post yet: a post whose outcome is still being looked up).
+
+A busy or failing server (429, 502/503, a refused connection, a timeout) is asked again a few times with a
+short capped backoff that honours ``Retry-After`` before the dossier is reported as unreadable; the result
+says how often ACD had to be asked again.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from pipeline.acd import fec, reference
-from pipeline.acd.errors import FecUnavailable
+from pipeline.acd.errors import FecUnavailable, NotYetConfirmed
 from pipeline.acd.fec import entries_by_ack, parse_fec
 from pipeline.acd.steps import context, scope_of
 from pipeline.acd.tokens import count
 from pipeline.config import settings
+from pipeline.errors import ErrorKind, HubsyncError, OutcomeUnknown
+from pipeline.retry import Jitter, RetryPolicy, backoff_seconds
 from pipeline.store import P, Record, Store, now
 
 INDEX_MARGIN_SECONDS = 1.0
+READ_TRIES = 4
+"""Tries of each read of ACD (reference data, one FEC year) before the dossier is reported as unreadable."""
+READ_WAIT_MAX_SECONDS = 15.0
+"""A longer ``Retry-After`` is not waited for: the dossier is reported unreadable at once."""
+READ_BUDGET_SECONDS = 40.0
+"""All the waiting one dossier's reconciliation may do."""
+READ_BACKOFF = RetryPolicy(base_seconds=1.0, max_seconds=8.0)
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,6 +90,7 @@ class Reconciliation:
     dead: list[str] = field(default_factory=list)
     error: str = ""
     years: list[int] = field(default_factory=list)
+    retries: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +115,7 @@ class Reconciliation:
             "duplicated": [f.to_dict() for f in self.duplicated],
             "unknown": [f.to_dict() for f in self.unknown],
             "fec_years": self.years,
+            "retries": self.retries,
         }
 
 
@@ -171,32 +191,90 @@ def _date_of(raw: str | None) -> date | None:
         return None
 
 
-def reconcile_acd(store: Store, client_file_id: str) -> Reconciliation:
-    """Compare one client file's ACD records with the ACK-coded entries of its dossier's FEC."""
+def read_wait(error: HubsyncError, attempt: int, jitter: Jitter = random.uniform) -> float | None:
+    """How long to wait before reading again after ``error`` on the ``attempt``-th try (0-based); None: give up
+    (not transient, or a ``Retry-After`` longer than reconcile waits)."""
+    if error.kind is not ErrorKind.TRANSIENT or isinstance(error, FecUnavailable | NotYetConfirmed | OutcomeUnknown):
+        return None
+    wait = backoff_seconds(attempt, READ_BACKOFF, jitter)
+    if error.retry_after is not None:
+        if error.retry_after > READ_WAIT_MAX_SECONDS:
+            return None
+        wait = max(wait, error.retry_after)
+    return wait
+
+
+@dataclass
+class _Patience:
+    """Reads of one dossier asked again after transient failures, within one budget."""
+
+    sleep: Callable[[float], None]
+    jitter: Jitter
+    waited: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def read(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, asked again after a transient failure while tries and budget last."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except HubsyncError as exc:
+                wait = read_wait(exc, attempt, self.jitter)
+                if wait is None or attempt + 1 >= READ_TRIES or self.waited + wait > READ_BUDGET_SECONDS:
+                    raise
+                status = f" {exc.status}" if exc.status else ""
+                self.notes.append(f"{what}: {exc.error_class}{status}, asked again after {wait:.1f}s")
+                self.sleep(wait)
+                self.waited += wait
+                attempt += 1
+
+    def gave_up(self) -> str:
+        """What to add to the error of a dossier given up on after retries."""
+        if not self.notes:
+            return ""
+        return f" (still failing after {len(self.notes)} retries, {self.waited:.0f}s of waiting)"
+
+
+def reconcile_acd(
+    store: Store,
+    client_file_id: str,
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Jitter = random.uniform,
+) -> Reconciliation:
+    """Compare one client file's ACD records with the ACK-coded entries of its dossier's FEC, asking a busy
+    server again a few times before reporting the dossier unreadable."""
     conn = store.connection(client_file_id, "acd")
     if conn is None:
         return Reconciliation("acd", client_file_id, "", error=f"client file {client_file_id} has no ACD connection")
     dossier = str(conn.params.get("dossier", ""))
     scope = scope_of(conn.params)
     found: dict[str, list[str]] = {}
+    patience = _Patience(sleep, jitter)
     try:
         ctx = context(store, client_file_id)
-        ref = reference.current(store, ctx)
+        ref = patience.read("reference data", lambda: reference.current(store, ctx))
         where = _years(store, client_file_id, ref)
         years = []
         for year in where.years:
             try:
-                lines = parse_fec(ctx.fetch_fec(year))
+                text = patience.read(f"FEC {year}", partial(ctx.fetch_fec, year))
             except FecUnavailable:
                 if where.guessed:
                     continue  # no fiscal year ends in that year: nothing of the dossier's is there
                 raise
+            lines = parse_fec(text)
             years.append(year)
             count(store, "fec_fetches", f"reconcile:{scope}")
             for ack, numbers in entries_by_ack(lines).items():
                 found.setdefault(ack, []).extend(numbers)
     except Exception as exc:  # noqa: BLE001 - any failure is reported, never hidden behind a green line
-        return Reconciliation("acd", client_file_id, dossier, error=f"{type(exc).__name__}: {exc}")
+        failed = Reconciliation(
+            "acd", client_file_id, dossier, error=f"{type(exc).__name__}: {exc}{patience.gave_up()}"
+        )
+        failed.retries = patience.notes
+        return failed
     result = classify(store, client_file_id, dossier, scope, found)
     result.years = years
+    result.retries = patience.notes
     return result

@@ -66,6 +66,28 @@ def test_reconcile_is_green_after_a_clean_run_and_names_missing_duplicated_and_u
     assert f"missing    {entries[2]} (#Z9Z9#)" in text.stdout
 
 
+def test_reconcile_waits_out_a_busy_acd_and_says_so(hub: Hub) -> None:
+    from pipeline.sandbox import Fault
+
+    # given a connected dossier whose server sheds the first FEC read with 429 (Retry-After 1 s)
+    cf = hub.cf("reconbusy")
+    hub.connect_acd(cf, firm=FIRM, dossier=DOSSIER)
+    hub.sandbox.acd.set_fault(FIRM, Fault(mode="rate_limit", route="compta/fec", retry_after=1, count=1))
+    # when reconcile runs, it reads the FEC again after the wait and says ACD was asked again
+    shown = run_cli(hub.env, "reconcile", "--client-file", cf)
+    assert "could not read ACD" not in shown.stdout, shown.stdout
+    assert "0 records, 0 landed, 0 missing" in shown.stdout and "ACD was busy, asked again 1 time(s)" in shown.stdout
+    assert "retried    FEC" in shown.stdout and "RateLimited 429" in shown.stdout
+    hub.sandbox.acd.set_fault(FIRM, Fault(mode="rate_limit", route="compta/fec", retry_after=1, count=1))
+    _, result = _reconcile(hub, cf)
+    assert result["error"] == "" and result["fec_years"] and len(result["retries"]) == 1
+    # when the server sheds every read, reconcile gives up after a few tries and says how long it asked
+    hub.sandbox.acd.set_fault(FIRM, Fault(mode="rate_limit", route="compta/fec", retry_after=1))
+    code, result = _reconcile(hub, cf)
+    assert code == 1 and "RateLimited" in result["error"] and "still failing after 3 retries" in result["error"]
+    assert len(result["retries"]) == 3
+
+
 def test_reconcile_of_a_client_file_without_acd_fails_clearly(hub: Hub) -> None:
     shown = run_cli(hub.env, "reconcile", "--client-file", hub.cf("nothing"))
     assert shown.returncode == 1 and "has no ACD or Cegid Loop connection" in shown.stderr

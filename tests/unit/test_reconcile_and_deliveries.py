@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
+from pipeline.acd.errors import (
+    AuthenticationFailed,
+    FecUnavailable,
+    PostOutcomeUnknown,
+    RateLimited,
+    ServerUnavailable,
+)
 from pipeline.acd.fec import entries_by_ack, parse_fec
-from pipeline.acd.reconcile import classify
+from pipeline.acd.reconcile import READ_WAIT_MAX_SECONDS, classify, read_wait
 from pipeline.deliveries import RedeliveryLimitReached, count_delivery, finished, poisoned
 from pipeline.samples import sample_entry, sample_event
 from pipeline.store import P, Store, now, record_id
@@ -114,3 +121,36 @@ def test_poisoned_ingest_message_keeps_its_event_as_a_dead_letter(store: Store) 
     assert poisoned(store, task_id, 0, None, "ingest_event", event, limit=1) is True
     kept = [d for d in store.dead_letters("ingest") if isinstance(d.event, dict) and d.event == event]
     assert len(kept) == 1 and kept[0].error_class == "RedeliveryLimitReached"
+
+
+def _low(low: float, high: float) -> float:
+    return low
+
+
+@pytest.mark.parametrize(
+    ("error", "attempt", "wait"),
+    [
+        (RateLimited("429", status=429, retry_after=3.0), 0, 3.0),
+        (RateLimited("429 without Retry-After", status=429), 0, 0.5),
+        (ServerUnavailable("503", status=503), 1, 1.0),
+        (ServerUnavailable("502", status=502), 2, 2.0),
+        (ServerUnavailable("503 asking little", status=503, retry_after=0.1), 2, 2.0),
+    ],
+    ids=["429-retry-after", "429-bare", "503", "502-later", "backoff-over-retry-after"],
+)
+def test_a_busy_acd_is_read_again_after_a_capped_backoff_honouring_retry_after(error, attempt, wait) -> None:
+    assert read_wait(error, attempt, _low) == wait
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RateLimited("429 for ten minutes", status=429, retry_after=READ_WAIT_MAX_SECONDS + 1),
+        AuthenticationFailed("wrong password", status=401),
+        FecUnavailable("no fiscal year"),
+        PostOutcomeUnknown("not a read"),
+    ],
+    ids=["long-retry-after", "customer", "fec-unavailable", "outcome-unknown"],
+)
+def test_reconcile_gives_up_at_once_on_what_a_short_wait_cannot_fix(error) -> None:
+    assert read_wait(error, 0, _low) is None
