@@ -55,8 +55,10 @@ class AcdCredentials:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """Identifies one API access at one server (the login gate's key)."""
-        return (self.api_base.rstrip("/").casefold(), self.cnx, self.api_code)
+        """Identifies one API access at one server (the login gate's key). Case-folded throughout: ACD counts
+        failed logins per API code whatever case the CNX or the code was typed in, so connections that differ
+        only by case must share one gate and one refused-password record, or each would spend a failed login."""
+        return (self.api_base.rstrip("/").casefold(), self.cnx.strip().casefold(), self.api_code.strip().casefold())
 
     def token_key(self, dossier: str | None) -> TokenKey:
         """The key of the token for ``dossier`` (None: a token no dossier is ever opened with)."""

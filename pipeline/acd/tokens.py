@@ -50,8 +50,17 @@ class TokenKey:
 
     @property
     def id(self) -> str:
-        """The Redis key suffix (a digest: no address or code in key names)."""
-        raw = "|".join((self.api_base.rstrip("/").casefold(), self.cnx, self.api_code, self.dossier or ""))
+        """The Redis key suffix (a digest: no address or code in key names). The API base, CNX and dossier are
+        case-folded (ACD matches them whatever their case, so ``cnx1225`` and ``CNX1225`` share one token); the
+        API code is kept as typed, since two accesses must never share a token."""
+        raw = "|".join(
+            (
+                self.api_base.rstrip("/").casefold(),
+                self.cnx.strip().casefold(),
+                self.api_code,
+                (self.dossier or "").casefold(),
+            )
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     @property

@@ -36,7 +36,7 @@ from pipeline.acd.errors import (
     UploadOutcomeUnknown,
 )
 from pipeline.acd.login_gate import login_gate
-from pipeline.acd.tokens import TokenStore, stats
+from pipeline.acd.tokens import TokenKey, TokenStore, stats
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.secrets import Secret
 from pipeline.store import Store
@@ -275,6 +275,43 @@ def test_wrong_password_costs_one_failed_login_and_is_never_tried_again(store):
         client_for(server, store, password="wrong").journals()
     assert len(server.on("/authentification")) == 1
     assert server.on("/compta/journal") == []
+
+
+def test_a_cnx_typed_in_another_case_shares_the_refused_password_and_spends_no_second_login(store):
+    # given a password changed in ACD, and two client files of one firm typed `cnx` and `CNX`
+    server = FakeIsuite()
+    http = httpx.Client(transport=httpx.MockTransport(server), timeout=httpx.Timeout(5.0))
+
+    def client(cnx: str, dossier: str) -> AcdClient:
+        c = AcdCredentials(api_base=BASE, cnx=cnx, api_code=API_CODE, password=Secret("the-old-one"))
+        return AcdClient(http, c, dossier, TokenStore(store), gate=login_gate(store, c))
+
+    # when a worker of each needs a token
+    with pytest.raises(AuthenticationFailed):
+        client(CNX.lower(), "DUPONT01").journals()
+    with pytest.raises(AuthenticationFailed) as info:
+        client(CNX.upper(), "DUPONT04").journals()
+    # then ACD saw one failed login, not two (five lock the API code)
+    assert len(server.on("/authentification")) == 1
+    assert "no new login is tried" in info.value.message
+
+
+def test_a_cnx_or_dossier_typed_in_another_case_uses_the_same_token(store):
+    # given a worker that logged in for DUPONT01 with the CNX as ACD shows it
+    server = FakeIsuite()
+    client_for(server, store).journals()
+    # when another connection of that dossier, typed in lower case, reads
+    http = httpx.Client(transport=httpx.MockTransport(server), timeout=httpx.Timeout(5.0))
+    c = AcdCredentials(api_base=BASE.lower(), cnx=CNX.lower(), api_code=API_CODE, password=Secret(PASSWORD))
+    AcdClient(http, c, "dupont01", TokenStore(store), gate=login_gate(store, c)).journals()
+    # then it used the dossier's one token: one login, and every call worked on DUPONT01
+    assert server.logins == 1
+    assert {call.dossier for call in server.on("/compta/journal")} == {"DUPONT01"}
+
+
+def test_two_api_codes_differing_by_case_never_share_a_token():
+    assert TokenKey(BASE, CNX, "QONTO", "DUPONT01").id != TokenKey(BASE, CNX, "qonto", "DUPONT01").id
+    assert TokenKey(BASE, "cnx", "QONTO", "dupont01").id == TokenKey(BASE.upper(), "CNX", "QONTO", "DUPONT01").id
 
 
 @pytest.mark.parametrize(
