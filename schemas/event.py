@@ -34,10 +34,22 @@ SECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,19}\Z")
 MAX_ANALYTICS = 100
 
 
+LABEL_WHITESPACE = frozenset("\t\n\r")
+"""The control characters free text may hold: text pasted into a label brings tabs and line breaks."""
+
+
 def _no_control_characters(value: str) -> None:
     for ch in value:
         if unicodedata.category(ch) in ("Cc", "Cs"):
             raise ValidationError("must not contain control characters or lone surrogates")
+
+
+def _no_control_characters_but_whitespace(value: str) -> None:
+    for ch in value:
+        if ch not in LABEL_WHITESPACE and unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValidationError(
+                "must not contain control characters (other than tabs and line breaks) or lone surrogates"
+            )
 
 
 def _identifier(value: str) -> None:
@@ -71,6 +83,16 @@ class StrictString(fields.String):
         return result
 
 
+class FreeText(fields.String):
+    """A label, free text by the event contract: tabs and line breaks are kept (each provider's mapping turns
+    them into spaces); NUL, other control characters and lone surrogates are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        result: str = super()._deserialize(value, attr, data, **kwargs)
+        _no_control_characters_but_whitespace(result)
+        return result
+
+
 class CounterpartySchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(COUNTERPARTY_KINDS))
     code = fields.String(
@@ -100,7 +122,7 @@ class LineSchema(Schema):
     account = fields.String(required=True, validate=validate.Regexp(ACCOUNT, error="must be 1 to 20 letters or digits"))
     debit = Money(required=True)
     credit = Money(required=True)
-    label = StrictString(load_default=None, validate=validate.Length(max=MAX_LABEL_CHARS))
+    label = FreeText(load_default=None, validate=validate.Length(max=MAX_LABEL_CHARS))
     counterparty = fields.Nested(CounterpartySchema, load_default=None)
     analytics = fields.List(
         fields.Nested(AnalyticSchema),
@@ -147,7 +169,7 @@ class EntrySchema(Schema):
         validate=validate.Regexp(r"^[A-Za-z0-9]{1,10}\Z", error="must be 1 to 10 letters or digits"),
     )
     date = fields.Date(required=True)
-    label = StrictString(required=True, validate=validate.Length(max=MAX_LABEL_CHARS))
+    label = FreeText(required=True, validate=validate.Length(max=MAX_LABEL_CHARS))
     invoice_number = StrictString(load_default=None, allow_none=True, validate=validate.Length(max=60))
     currency = fields.String(
         load_default="EUR", validate=validate.Regexp(r"^[A-Z]{3}\Z", error="must be an ISO 4217 code")

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from marshmallow import ValidationError
 
+from pipeline.acd.mapping import cut_label
 from pipeline.ingest import parse
 from pipeline.model import Counterparty, Document, Entry, Event, Line
 from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
@@ -180,18 +181,28 @@ REFUSALS = [
     ),
     pytest.param(
         _set("entry.label", "EDF facture\x07 février"),
-        "entry.label: must not contain control characters or lone surrogates",
+        "entry.label: must not contain control characters (other than tabs and line breaks) or lone surrogates",
         id="control-character-in-label",
     ),
     pytest.param(
         _set("entry.label", "EDF facture \ud800 février"),
-        "entry.label: must not contain control characters or lone surrogates",
+        "entry.label: must not contain control characters (other than tabs and line breaks) or lone surrogates",
         id="lone-surrogate-in-label",
     ),
     pytest.param(
-        _set("entry.lines.1.label", "TVA\nfévrier"),
-        "entry.lines.1.label: must not contain control characters or lone surrogates",
-        id="newline-in-line-label",
+        _set("entry.lines.1.label", "TVA\x00février"),
+        "entry.lines.1.label: must not contain control characters (other than tabs and line breaks) or lone surrogates",
+        id="nul-in-line-label",
+    ),
+    pytest.param(
+        _set("entry.label", "EDF\x1b[31m facture"),
+        "entry.label: must not contain control characters (other than tabs and line breaks) or lone surrogates",
+        id="escape-in-label",
+    ),
+    pytest.param(
+        _set("entry.lines.2.counterparty.name", "EDF\tSA"),
+        "entry.lines.2.counterparty.name: must not contain control characters or lone surrogates",
+        id="tab-in-counterparty-name",
     ),
     pytest.param(
         _set("entry.label", "x" * 1001),
@@ -306,7 +317,9 @@ def test_parse_names_a_lone_surrogate_escaped_in_json_text():
 
     # then it is refused on the label
     assert event is None
-    assert errors == ["entry.label: must not contain control characters or lone surrogates"]
+    assert errors == [
+        "entry.label: must not contain control characters (other than tabs and line breaks) or lone surrogates"
+    ]
 
 
 def test_event_over_1_mib_is_refused_before_decoding():
@@ -421,6 +434,20 @@ def test_flatten_errors_joins_nested_paths_and_schema_errors():
 
 
 # -- analytics and empty labels ---------------------------------------------------------------------
+
+
+def test_tabs_and_line_breaks_in_labels_load_and_reach_acd_as_spaces():
+    # given labels pasted from a document: tabs, CR and LF in the entry's label and in a line's
+    data = valid_event()
+    data["entry"]["label"] = "EDF\tfacture\r\nfévrier 2026\n"
+    data["entry"]["lines"][1]["label"] = "TVA\t20 %"
+    # when the event is loaded, it is accepted with its labels as they came
+    event = load_event(data)
+    assert event.entry.label == "EDF\tfacture\r\nfévrier 2026\n"
+    assert event.entry.lines[1].label == "TVA\t20 %"
+    # then ACD gets them with spaces instead
+    assert cut_label(event.entry.label, "K7QZ") == "EDF facture février 2026 (#K7QZ#)"
+    assert cut_label(event.entry.lines[1].label, "K7QZ") == "TVA 20 % (#K7QZ#)"
 
 
 def test_an_empty_entry_label_loads():

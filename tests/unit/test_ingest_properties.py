@@ -31,8 +31,10 @@ JSON_VALUES = st.recursive(
 NOT_A_STRING = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.lists(st.integers(), max_size=2)
 )
-CONTROL = st.characters(whitelist_categories=("Cc",))
-LABEL_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=0, max_size=300)
+CONTROL = st.characters(whitelist_categories=("Cc",), blacklist_characters="\t\n\r")
+LABEL_TEXT = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\t\n\r"), min_size=0, max_size=300
+)
 TRAVERSAL_NAMES = st.sampled_from(
     [
         "../../etc/passwd",
@@ -162,13 +164,14 @@ def test_label_just_over_the_limit_is_refused_naming_the_label() -> None:
 
 @given(label=LABEL_TEXT)
 def test_any_unicode_label_loads_and_is_cut_to_50_with_its_ack_code_whole(label: str) -> None:
-    # given any printable unicode label (emoji, combining marks, right-to-left, wide characters, or none at all)
+    # given any free-text label (emoji, combining marks, right-to-left, wide characters, tabs and line breaks, or
+    # none at all)
     event = load_event(put(valid_event(), ("entry", "label"), label))
     # when it is mapped for ACD
     body = map_entry(event.entry, "K7QZ", None)
-    # then every line label fits in 50 characters and ends with the whole ACK code
+    # then every line label fits in 50 characters, holds no control character and ends with the whole ACK code
     for line in body["LignesEcriture"]:
-        assert len(line["Libelle"]) <= 50
+        assert len(line["Libelle"]) <= 50 and not any(ch in line["Libelle"] for ch in "\t\n\r")
         assert line["Libelle"].endswith(" (#K7QZ#)")  # never a bare code: an empty label gets a useful one
 
 
