@@ -171,7 +171,7 @@ def connect_acd(
     try:
         report = do_connect(store, client_file, url, cnx, api_code, dossier, password, ged_folder)
     except HubsyncError as exc:
-        fail(f"{exc.message}. {exc.hint}")
+        fail(f"{exc.message}. {_hint(exc, 'run `hubsync connect acd` again once ACD answers')}")
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -222,7 +222,7 @@ def _connect_all(
     try:
         outcomes = connect_all(store, url, cnx, api_code, password, prefix, ged_folder)
     except HubsyncError as exc:
-        fail(f"{exc.message}. {exc.hint}")
+        fail(f"{exc.message}. {_hint(exc, 'run `hubsync connect acd` again once ACD answers')}")
     if as_json:
         emit_json({"dossiers": [o.to_dict() for o in outcomes]})
     else:
@@ -324,9 +324,10 @@ def connect_cegid_loop(
 
 
 def _hint(exc: HubsyncError, again: str) -> str:
-    """What to do after a command failed: a transient error's hint says the hub retries, which is true of a
-    chain's steps but not of a command an operator ran, so it says what to run instead."""
-    if exc.kind is ErrorKind.TRANSIENT:
+    """What to do after a command failed: a transient error's default hint says the hub retries, which is true
+    of a chain's steps but not of a command an operator ran, so it says what to run instead (a hint written
+    for the command itself is kept)."""
+    if exc.kind is ErrorKind.TRANSIENT and exc.hint == type(exc).default_hint:
         return f"Nothing retries this command: {again}."
     return exc.hint
 

@@ -351,6 +351,17 @@ def test_connect_to_a_busy_server_says_busy_not_wrong_address(hub: Hub, fault: F
     assert hub.store.connection(hub.cf("busy"), "acd") is None
 
 
+def test_connect_failing_after_discovery_on_a_busy_server_says_to_run_it_again(hub: Hub) -> None:
+    # given a server that answers the login but sheds the reference-data reads with 503
+    hub.sandbox.acd.set_fault("martin", Fault(mode="status", status=503, route="compta/journal"))
+    # when connect runs
+    result = _connect_martin(hub, hub.cf("busyref"), hub.sandbox.acd_url("martin"))
+    # then it fails saying nothing retries a command and to run it again, not that the hub keeps retrying
+    assert result.returncode == 1
+    assert "Nothing retries this command: run `hubsync connect acd` again" in result.stderr, result.stderr
+    assert "keeps retrying" not in result.stderr and "Retried automatically" not in result.stderr
+
+
 def test_a_lost_ged_answer_is_looked_up_by_name_and_never_uploaded_twice(hub: Hub) -> None:
     cf = hub.cf("gedlost")
     hub.connect_acd(cf, firm="martin", dossier="MARTIN01")
