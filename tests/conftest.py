@@ -6,6 +6,7 @@ shared one) so the suite can flush and inspect it freely.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pipeline import runtime
 from pipeline.config import reset_settings
 from pipeline.embedded import EmbeddedRedis
 from pipeline.secrets import generate_key
+from pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DOCUMENTS = ROOT.parent / "shared" / "data" / "documents"
@@ -32,6 +35,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server = EmbeddedRedis(directory=tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+def db_url(redis_server: EmbeddedRedis, db: int) -> str:
+    """The URL of database ``db`` of the tests' private Redis."""
+    return f"{redis_server.url.rsplit('/', 1)[0]}/{db}"
+
+
+@contextlib.contextmanager
+def flushed_store(redis_server: EmbeddedRedis, db: int) -> Iterator[Store]:
+    """A store on database ``db`` of the tests' private Redis, empty when given and emptied after."""
+    client = redis.Redis.from_url(db_url(redis_server, db), decode_responses=True)
+    client.flushdb()
+    try:
+        yield Store(client)
+    finally:
+        client.flushdb()
+        client.close()
 
 
 @pytest.fixture(scope="session")

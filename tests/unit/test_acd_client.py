@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from pipeline.acd.client import AcdClient, AcdCredentials
 from pipeline.acd.errors import (
@@ -40,6 +39,7 @@ from pipeline.acd.tokens import TokenKey, TokenStore, stats
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.secrets import Secret
 from pipeline.store import Store
+from tests.conftest import flushed_store
 from tests.unit.acd_fake import API_CODE, BASE, CNX, NOT_OPEN, OK, PASSWORD, FakeIsuite, answer, fails, ko
 
 ENTRY = {"Journal": "AC", "Mois": 11, "Annee": 2026, "ReferenceGed": "", "LignesEcriture": []}
@@ -47,10 +47,8 @@ ENTRY = {"Journal": "AC", "Mois": 11, "Annee": 2026, "ReferenceGed": "", "Lignes
 
 @pytest.fixture
 def store(redis_server: Any) -> Iterator[Store]:
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/9", decode_responses=True)
-    client.flushdb()
-    yield Store(client)
-    client.flushdb()
+    with flushed_store(redis_server, 9) as s:
+        yield s
 
 
 def creds(password: str = PASSWORD) -> AcdCredentials:

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import redis
 
 from pipeline.acd import fec
 from pipeline.acd.errors import FecUnavailable
@@ -23,6 +22,7 @@ from pipeline.config import reset_settings
 from pipeline.errors import Deferred
 from pipeline.samples import sample_entry, sample_event
 from pipeline.store import Store, record_id
+from tests.conftest import flushed_store
 
 Y2026 = FecYears((2026,))
 HEADER = (
@@ -135,10 +135,8 @@ def store(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]
     monkeypatch.setenv("HUBSYNC_ACD_FEC_MIN_INTERVAL_SECONDS", "0.5")
     monkeypatch.setenv("HUBSYNC_ACD_FEC_TIMEOUT_SECONDS", "5")
     reset_settings()
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/10", decode_responses=True)
-    client.flushdb()
-    yield Store(client)
-    client.flushdb()
+    with flushed_store(redis_server, 10) as s:
+        yield s
     reset_settings()
 
 

@@ -9,7 +9,6 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-import redis
 
 from pipeline.dashboard import queries
 from pipeline.dashboard.auth import UsersError, authenticate, make_entry, parse_users
@@ -18,6 +17,7 @@ from pipeline.errors import InvalidEvent, PermanentError
 from pipeline.queues import queue_depths
 from pipeline.redact import MASK, event_argsrepr, mask, mask_url
 from pipeline.store import Connection, Store, record_id
+from tests.conftest import db_url, flushed_store
 
 DAY = 86400.0
 
@@ -30,10 +30,8 @@ class UnknownAccount(PermanentError):
 
 @pytest.fixture
 def store(redis_server: Any) -> Iterator[Store]:
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/7", decode_responses=True)
-    client.flushdb()
-    yield Store(client)
-    client.flushdb()
+    with flushed_store(redis_server, 7) as s:
+        yield s
 
 
 def _event(cf: str, entry_id: str, label: str = "Loyer janvier") -> dict[str, Any]:
@@ -209,7 +207,7 @@ def test_queue_depths_count_every_priority_kombu_publishes_to(store: Store, redi
 
     from tasks.chains import step_priority
 
-    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    url = db_url(redis_server, 7)
     acd = Queue("acd", Exchange("acd"), routing_key="acd")
     with BrokerConnection(url) as conn:
         producer = Producer(conn.default_channel)

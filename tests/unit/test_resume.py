@@ -9,10 +9,10 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-import redis
 
 from pipeline.resume import BUSY_QUEUE_DEPTH, resume_from, resume_stalled
 from pipeline.store import P, Store, record_id
+from tests.conftest import flushed_store
 
 ACD_STEPS = ["fetch", "rename", "map", "post", "confirm"]
 CHAINS = {"acd": ACD_STEPS, "cegid_loop": ["fetch", "check", "prepare", "deposit"]}
@@ -21,10 +21,8 @@ STALL = 60.0
 
 @pytest.fixture
 def store(redis_server: Any) -> Iterator[Store]:
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/9", decode_responses=True)
-    client.flushdb()
-    yield Store(client)
-    client.flushdb()
+    with flushed_store(redis_server, 9) as s:
+        yield s
 
 
 def _record(store: Store, n: int, provider: str = "acd", **fields: Any) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from pipeline.deadletters import dead_letter_record, discard, replay
 from pipeline.deliveries import poisoned
@@ -18,6 +17,7 @@ from pipeline.errors import PermanentError
 from pipeline.ingest import ingest
 from pipeline.samples import sample_entry, sample_event
 from pipeline.store import Connection, P, Store, record_id
+from tests.conftest import db_url, flushed_store
 
 DAY = 86400.0
 CF = "cf_count"
@@ -31,12 +31,9 @@ class Refused(PermanentError):
 
 @pytest.fixture
 def store(redis_server: Any) -> Iterator[Store]:
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/8", decode_responses=True)
-    client.flushdb()
-    s = Store(client)
-    s.save_connection(Connection("acd", CF, {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
-    yield s
-    client.flushdb()
+    with flushed_store(redis_server, 8) as s:
+        s.save_connection(Connection("acd", CF, {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
+        yield s
 
 
 def counts(store: Store) -> dict[str, int]:
@@ -262,7 +259,7 @@ def test_dlq_list_and_status_read_pages_and_counters_on_the_command_line(store: 
         rec = store.record(record_id("acd", CF, event["entry"]["id"]))
         assert rec is not None
         ids.append(dead_letter_record(store, rec, "post", Refused(f"no {n}")).id)
-    env = {**os.environ, "HUBSYNC_REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/8"}
+    env = {**os.environ, "HUBSYNC_REDIS_URL": db_url(redis_server, 8)}
 
     first = run_cli(env, "dlq", "list", "--limit", "2", "--json")
     rest = run_cli(env, "dlq", "list", "--limit", "2", "--offset", "2", "--json")
