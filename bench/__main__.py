@@ -1,6 +1,6 @@
 """``python -m bench``: the pipeline measured beside a raw Celery 5-step chain, on this machine, in one run.
 
-Every measurement builds its own world (``bench.bed.Bed``: a private redis-server, the ACD sandbox and the
+Every measurement builds its own world (``hubsync_sandbox.bed.Bed``: a private redis-server, the ACD sandbox and the
 document store on loopback, real worker processes) so one cannot disturb the next. It prints a table as it
 goes, then writes ``<out>/bench.json`` and ``<out>/bench.png``. It measures; it asserts nothing.
 """
@@ -23,9 +23,9 @@ from typing import Any
 import psutil
 
 from bench import raw
-from bench.bed import FIRMS, Bed, percentile
-from pipeline.demo import wait_ready
-from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
+from hubsync_sandbox.bed import FIRMS, Bed, percentile
+from hubsync_sandbox.demo import wait_ready
+from hubsync_sandbox.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.secrets import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -362,7 +362,7 @@ def measure_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                 f"steady at half ({half:.1f}/s, {count} entries): {fmt_lat(out['steady'])}; "
                 f"{reads} FEC reads, {out['steady_fec_per_confirmed']:.3f} per confirmed entry"
             )
-            from pipeline.sandbox import Fault
+            from hubsync_sandbox import Fault
 
             world.sandbox.acd.set_fault("leroy", Fault(mode="off"))
             events = make_events(world, count, "outage", weights)

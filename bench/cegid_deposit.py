@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import peak_rss, reset_peak
+from hubsync_sandbox.embedded import EmbeddedRedis
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline import runtime
 from pipeline.config import reset_settings
-from pipeline.embedded import EmbeddedRedis
-from pipeline.samples import sample_entry, sample_event
 from pipeline.secrets import Secret, generate_key
 
 MB = 1024 * 1024
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    from pipeline.cegid.demo import LoopServer
-    from pipeline.demo import start_worker, wait_ready
-    from pipeline.sandbox import SandboxServer
-    from pipeline.sandbox.docstore import DocStore
+    from hubsync_sandbox import SandboxServer
+    from hubsync_sandbox.cegid_demo import LoopServer
+    from hubsync_sandbox.demo import start_worker, wait_ready
+    from hubsync_sandbox.docstore import DocStore
 
     tmp = Path(tempfile.mkdtemp(prefix="hubsync-cegid-bench-"))
     redis = EmbeddedRedis(directory=tmp / "redis").start()
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def measure(docs: Any, loop: Any, pid: int, sizes: list[int], timeout: float) -> list[str]:
     """One deposit per size; a line of figures each."""
+    from hubsync_sandbox.cegid import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
     from pipeline.cegid.connect import connect
     from pipeline.cegid.export import pending, run_export
-    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
     from pipeline.cli import publish_event
     from tasks.chains import enqueue
 

@@ -29,14 +29,14 @@ from typing import Any
 
 import redis
 
+from hubsync_sandbox.embedded import EmbeddedRedis
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event
 from pipeline import runtime
 from pipeline import store as store_module
 from pipeline.acd.mapping import map_entry
 from pipeline.config import reset_settings
 from pipeline.deadletters import dead_letter_record
-from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import PermanentError
-from pipeline.samples import document_ref, sample_entry, sample_event
 from pipeline.store import Connection, Store, record_id
 from schemas.event import load_event
 

@@ -1046,14 +1046,14 @@ def flower(address: str, port: int, url_prefix: str) -> None:
 @click.option("--index-lag", type=float, default=2.0, show_default=True, help="ACD indexing lag in seconds.")
 def sandbox(host: str, port: int, acd_config: str | None, index_lag: float) -> None:
     """Serve ACD i-Suite and document-store sandboxes on loopback (fault switches under /_sandbox)."""
-    from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
-    from pipeline.sandbox import SandboxServer
-    from pipeline.sandbox.docstore import DocStore
+    from hubsync_sandbox import SandboxServer
+    from hubsync_sandbox.acd import AcdSandbox, demo_acd_firms
+    from hubsync_sandbox.docstore import DocStore
 
     acd = AcdSandbox.from_json(acd_config) if acd_config else AcdSandbox(demo_acd_firms())
     acd.index_lag_seconds = index_lag
     server = SandboxServer(acd=acd, docs=DocStore(), host=host, port=port)
-    from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY, CegidLoopSandbox
+    from hubsync_sandbox.cegid import DEMO_API_KEY, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY, CegidLoopSandbox
 
     server.mount("cegid", CegidLoopSandbox())
     click.echo(f"sandbox on {server.url}")
@@ -1074,7 +1074,7 @@ def sandbox(host: str, port: int, acd_config: str | None, index_lag: float) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(entries: int, timeout: float, as_json: bool) -> None:
     """The whole thing on one machine: sandboxes, a worker, a batch of sample events, a summary."""
-    from pipeline.demo import run_demo
+    from hubsync_sandbox.demo import run_demo
 
     summary = run_demo(entries=entries, timeout=timeout, echo=None if as_json else click.echo)
     if as_json:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import redis
 
+from hubsync_sandbox.embedded import EmbeddedRedis
 from pipeline import runtime
 from pipeline.config import reset_settings
-from pipeline.embedded import EmbeddedRedis
 from pipeline.secrets import generate_key
 from pipeline.store import Store
 
@@ -56,12 +56,12 @@ def flushed_store(redis_server: EmbeddedRedis, db: int) -> Iterator[Store]:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Any]:
-    from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
-    from pipeline.sandbox import SandboxServer
-    from pipeline.sandbox.docstore import DocStore
+    from hubsync_sandbox import SandboxServer
+    from hubsync_sandbox.acd import AcdSandbox, demo_acd_firms
+    from hubsync_sandbox.docstore import DocStore
 
     server = SandboxServer(acd=AcdSandbox(demo_acd_firms()), docs=DocStore(), host="127.0.0.1", port=0)
-    from pipeline.cegid.sandbox import CegidLoopSandbox
+    from hubsync_sandbox.cegid import CegidLoopSandbox
 
     server.mount("cegid", CegidLoopSandbox())
     server.start()
@@ -108,7 +108,7 @@ def hub_env(
 @pytest.fixture(scope="session")
 def worker(hub_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
     """A real `hubsync worker` process on the events, acd and cegid_loop queues."""
-    from pipeline.demo import start_worker, wait_ready
+    from hubsync_sandbox.demo import start_worker, wait_ready
 
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_worker(hub_env, log, queues="events,acd,cegid_loop")
@@ -147,8 +147,8 @@ class Hub:
         return f"cf_{name}_{self.run}"
 
     def connect_acd(self, client_file: str, firm: str = "dupont", dossier: str | None = None) -> None:
+        from hubsync_sandbox.acd import demo_acd_firms
         from pipeline.acd.connect import connect
-        from pipeline.acd.sandbox import demo_acd_firms
         from pipeline.secrets import Secret
 
         seed = demo_acd_firms()
@@ -166,8 +166,8 @@ class Hub:
 
     def connect_loop(self, client_file: str, dossier: str, title: str = "Client") -> None:
         """Connect ``client_file`` to a new Cegid Loop sandbox dossier of its own (its deposits are its own)."""
+        from hubsync_sandbox.cegid import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
         from pipeline.cegid.connect import connect
-        from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
         from pipeline.secrets import Secret
 
         self.sandbox.app("cegid").add_dossier(dossier, title, api_keys=[DEMO_API_KEY])
@@ -241,7 +241,7 @@ def hub(hub_env: dict[str, str], sandbox: Any, worker: Any) -> Iterator[Hub]:
 @pytest.fixture
 def more_workers(hub: Hub, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Two more `hubsync worker` processes beside the session's (three in all), each with its own threads."""
-    from pipeline.demo import start_worker, wait_ready
+    from hubsync_sandbox.demo import start_worker, wait_ready
 
     procs, logs = [], []
     for n in range(2):

@@ -102,8 +102,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from pipeline.sandbox.faults import Fault, FaultSwitch, parse_faults
-from pipeline.sandbox.http import (
+from hubsync_sandbox.faults import Fault, FaultSwitch, parse_faults
+from hubsync_sandbox.http import (
     BadBody,
     ConnectionAbort,
     HttpError,
@@ -114,7 +114,7 @@ from pipeline.sandbox.http import (
     json_response,
     text_response,
 )
-from pipeline.sandbox.multipart import StreamedUpload
+from hubsync_sandbox.multipart import StreamedUpload
 
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header

@@ -22,8 +22,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.embedded import EmbeddedRedis
-from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
+from hubsync_sandbox.embedded import EmbeddedRedis
+from hubsync_sandbox.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.store import Store
 
 FIRMS = {"dupont": "DUPONT01", "martin": "MARTIN01", "leroy": "LEROY01"}
@@ -65,9 +65,9 @@ class Bed:
         env: dict[str, str] | None = None,
         report: Callable[[str], None] | None = print,
     ) -> None:
-        from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
-        from pipeline.sandbox import SandboxServer
-        from pipeline.sandbox.docstore import DocStore
+        from hubsync_sandbox import SandboxServer
+        from hubsync_sandbox.acd import AcdSandbox, demo_acd_firms
+        from hubsync_sandbox.docstore import DocStore
 
         self.tmp = tmp
         self.report = report
@@ -119,7 +119,7 @@ class Bed:
         self, count: int = 3, concurrency: int = 8, queues: str = "events,acd", pool: str = "threads"
     ) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` real worker processes on ``queues`` and wait until each is ready."""
-        from pipeline.demo import start_worker, wait_ready
+        from hubsync_sandbox.demo import start_worker, wait_ready
 
         started = []
         for _ in range(count):
@@ -315,7 +315,7 @@ class Bed:
 
     def reconcile(self, scenario: str, batch: Batch) -> dict[str, Any]:
         """Compare what was emitted with what ACD holds, entry by entry and dossier by dossier; print one line."""
-        from pipeline.reconcile import reconcile_acd
+        from pipeline.acd.reconcile import reconcile_acd
 
         reports = {cf: reconcile_acd(self.store, cf) for cf in self.client_files}
         where = self.placements(batch)

@@ -9,7 +9,7 @@ content is accepted with 200 and ``{"documentId", "fileName", "status": "Receive
 known dossier the key does not reach (403) are refused. Every deposit is kept as what it received — query
 parameters, ``Content-Type``, size, SHA-256 and the type its first bytes show — never the bytes, and shown
 per dossier (deposits into unknown contexts included) by ``deposits()`` and ``GET /_sandbox/cegid/state``.
-Faults (``pipeline.sandbox.faults``): ``rate_limit`` (429 with ``Retry-After``), ``drop_after_commit`` (the
+Faults (``hubsync_sandbox.faults``): ``rate_limit`` (429 with ``Retry-After``), ``drop_after_commit`` (the
 deposit is kept, then the connection is cut), ``off`` (down), ``slow``, ``status``, ``garbage``.
 """
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hubsync_sandbox.faults import Fault, FaultSwitch, parse_faults
+from hubsync_sandbox.http import BadBody, ConnectionAbort, HttpError, Request, Response, Router, json_response
 from pipeline.documents import sniff_type
-from pipeline.sandbox.faults import Fault, FaultSwitch, parse_faults
-from pipeline.sandbox.http import BadBody, ConnectionAbort, HttpError, Request, Response, Router, json_response
 
 logger = logging.getLogger(__name__)
 

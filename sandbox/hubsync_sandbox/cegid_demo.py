@@ -15,19 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.cegid.connect import PROVIDER, connect
-from pipeline.cegid.export import exports, pending
-from pipeline.cegid.sandbox import (
+from hubsync_sandbox.cegid import (
     DEMO_API_KEY,
     DEMO_API_SECRET,
     DEMO_DOMAIN,
     DEMO_SUBSCRIPTION_KEY,
     CegidLoopSandbox,
 )
+from hubsync_sandbox.faults import Fault
+from hubsync_sandbox.http import HttpServer, Router, json_response
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf, tiny_png
+from pipeline.cegid.connect import PROVIDER, connect
+from pipeline.cegid.export import exports, pending
 from pipeline.errors import HubsyncError
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf, tiny_png
-from pipeline.sandbox.faults import Fault
-from pipeline.sandbox.http import HttpServer, Router, json_response
 from pipeline.secrets import Secret
 from pipeline.store import Store
 

@@ -19,10 +19,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from hubsync_sandbox.embedded import EmbeddedRedis, redis_answers
+from hubsync_sandbox.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline import runtime
 from pipeline.config import reset_settings
-from pipeline.embedded import EmbeddedRedis, redis_answers
-from pipeline.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.secrets import Secret, generate_key
 
 Echo = Callable[[str], None] | None
@@ -76,10 +76,10 @@ def wait_ready(started: list[tuple[subprocess.Popen[bytes], Path]], timeout: flo
 
 def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> dict[str, Any]:
     """Run the demo and return its summary (entries, landed, duplicates in ACD, dead letters)."""
+    from hubsync_sandbox import Fault, SandboxServer
+    from hubsync_sandbox.acd import AcdSandbox, demo_acd_firms
+    from hubsync_sandbox.docstore import DocStore
     from pipeline.acd.connect import connect
-    from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
-    from pipeline.sandbox import Fault, SandboxServer
-    from pipeline.sandbox.docstore import DocStore
 
     run = uuid.uuid4().hex[:6]
     workdir = Path(tempfile.mkdtemp(prefix=f"hubsync-demo-{run}-"))
@@ -161,7 +161,7 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
         summary = _summary(store, server, files, rids, expected_dead, len(events) + 2)
         after = _acd_counts(server)
         summary["acd"] = {k: after[k] - before[k] for k in after}
-        from pipeline.cegid.demo import run_loop_demo
+        from hubsync_sandbox.cegid_demo import run_loop_demo
 
         summary["cegid_loop"] = run_loop_demo(store, server.docs, run, timeout, echo)
     finally:

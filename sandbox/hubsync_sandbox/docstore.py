@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pipeline.sandbox.faults import Fault, FaultSwitch, parse_faults
-from pipeline.sandbox.http import (
+from hubsync_sandbox.faults import Fault, FaultSwitch, parse_faults
+from hubsync_sandbox.http import (
     CHUNK_BYTES,
     Request,
     Response,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pipeline.sandbox.http import (
+from hubsync_sandbox.http import (
     ConnectionAbort,
     HttpError,
     Request,

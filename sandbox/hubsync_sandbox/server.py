@@ -2,10 +2,10 @@
 
 Layout (one port):
 
-- ``/acd/{firm}/...``: the ACD i-Suite sandbox (``pipeline.acd.sandbox.AcdSandbox``): the browser's login page
+- ``/acd/{firm}/...``: the ACD i-Suite sandbox (``hubsync_sandbox.acd.AcdSandbox``): the browser's login page
   at ``/acd/{firm}/iSuiteExpert``, the API under the firm's own root (``/acd/{firm}/CNX/api/v1/...``, or
   ``/acd/{firm}/api/v1/...``: ``acd_api_url``);
-- ``/docs/{doc_id}``: the document store (``pipeline.sandbox.docstore.DocStore``);
+- ``/docs/{doc_id}``: the document store (``hubsync_sandbox.docstore.DocStore``);
 - ``/_sandbox/...``: the admin API, so that another process can flip fault switches and read state:
   ``GET health``, ``POST reset``, and each app's own admin routes under ``/_sandbox/{name}/...``.
 
@@ -22,11 +22,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import quote
 
-from pipeline.sandbox.docstore import DocStore
-from pipeline.sandbox.http import App, HttpServer, Request, Response, Router, json_response
+from hubsync_sandbox.docstore import DocStore
+from hubsync_sandbox.http import App, HttpServer, Request, Response, Router, json_response
 
 if TYPE_CHECKING:
-    from pipeline.acd.sandbox import AcdSandbox
+    from hubsync_sandbox.acd import AcdSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class SandboxServer:
         apps: Mapping[str, App] | None = None,
     ) -> None:
         if acd is None:
-            from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
+            from hubsync_sandbox.acd import AcdSandbox, demo_acd_firms
 
             acd = AcdSandbox(demo_acd_firms())
         self._apps: dict[str, App] = {}

@@ -1,4 +1,4 @@
-"""The fault suite's beds (``bench.bed.Bed``): a private Redis, the sandboxes, several real `hubsync worker`
+"""The fault suite's beds (``hubsync_sandbox.bed.Bed``): a private Redis, the sandboxes, several real `hubsync worker`
 processes.
 
 Each scenario gets its own bed, so a killed worker, a restarted Redis or a firm's server left off cannot leak
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.bed import TARGETS, Batch, Bed, percentile
+from hubsync_sandbox.bed import TARGETS, Batch, Bed, percentile
 from pipeline.secrets import generate_key
 
 __all__ = ["TARGETS", "Batch", "Bed", "assert_reconciled", "percentile"]

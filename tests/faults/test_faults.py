@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
+from hubsync_sandbox import Fault
 from pipeline.deliveries import RedeliveryLimitReached, counter_key, max_deliveries
-from pipeline.sandbox import Fault
 from tests.faults.conftest import ENTRIES, WORKERS, Bed, assert_reconciled, percentile
 
 pytestmark = pytest.mark.integration

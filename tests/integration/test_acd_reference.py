@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.acd.reference import dossier_scope, load, refreshed_at
-from pipeline.samples import sample_entry, sample_event
 from tests.conftest import ROOT, Hub, run_cli
 
 pytestmark = pytest.mark.integration

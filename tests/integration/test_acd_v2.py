@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
-from pipeline.sandbox import Fault
+from hubsync_sandbox import Fault
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from tests.conftest import Hub, run_cli
 
 pytestmark = pytest.mark.integration

@@ -13,18 +13,18 @@ from typing import Any
 
 import pytest
 
-from pipeline.cegid.connect import PROVIDER
-from pipeline.cegid.demo import LoopServer, run_day
-from pipeline.cegid.export import ExportResult, pending, run_export
-from pipeline.cegid.sandbox import (
+from hubsync_sandbox import Fault
+from hubsync_sandbox.cegid import (
     DEMO_API_KEY,
     DEMO_API_SECRET,
     DEMO_DOMAIN,
     DEMO_SUBSCRIPTION_KEY,
     CegidLoopSandbox,
 )
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
-from pipeline.sandbox import Fault
+from hubsync_sandbox.cegid_demo import LoopServer, run_day
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
+from pipeline.cegid.connect import PROVIDER
+from pipeline.cegid.export import ExportResult, pending, run_export
 from tests.conftest import SHARED_DOCUMENTS, Hub, run_cli
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from pipeline.samples import sample_entry, sample_event
+from hubsync_sandbox.samples import sample_entry, sample_event
 from tests.conftest import Hub
 
 pytestmark = pytest.mark.integration

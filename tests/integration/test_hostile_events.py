@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from tests.conftest import Hub
 
 pytestmark = pytest.mark.integration

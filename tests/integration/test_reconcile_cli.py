@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.acd.steps import context
-from pipeline.samples import sample_entry, sample_event
 from tests.conftest import Hub, run_cli
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def test_reconcile_is_green_after_a_clean_run_and_names_missing_duplicated_and_u
 
 
 def test_reconcile_waits_out_a_busy_acd_and_says_so(hub: Hub) -> None:
-    from pipeline.sandbox import Fault
+    from hubsync_sandbox import Fault
 
     # given a connected dossier whose server sheds the first FEC read with 429 (Retry-After 1 s)
     cf = hub.cf("reconbusy")
@@ -94,8 +94,8 @@ def test_reconcile_of_a_client_file_without_acd_fails_clearly(hub: Hub) -> None:
 
 
 def test_reconcile_reports_cegid_loop_documents_from_the_ledger_without_asking_loop(hub: Hub) -> None:
-    from pipeline.samples import document_ref, tiny_pdf
-    from pipeline.sandbox import Fault
+    from hubsync_sandbox import Fault
+    from hubsync_sandbox.samples import document_ref, tiny_pdf
 
     # given a client file on Cegid Loop with two PDFs and an XML invoice, one PDF's deposit cut after commit
     cf = hub.cf("reconloop")

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline import retention
-from pipeline.samples import sample_entry, sample_event
 from pipeline.store import P
 from tests.conftest import Hub, run_cli
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from pipeline.acd.sandbox import demo_acd_firms
-from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_SUBSCRIPTION_KEY
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
-from pipeline.sandbox import Fault
+from hubsync_sandbox import Fault
+from hubsync_sandbox.acd import demo_acd_firms
+from hubsync_sandbox.cegid import DEMO_API_KEY, DEMO_API_SECRET, DEMO_SUBSCRIPTION_KEY
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.secrets import unseal
 from tests.conftest import Hub
 

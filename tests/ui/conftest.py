@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.embedded import free_port
+from hubsync_sandbox.embedded import free_port
 from tests.conftest import run_cli
 
 CHROMIUM = "/usr/bin/chromium"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from tests.conftest import ROOT, Hub
 from tests.ui.conftest import login
 

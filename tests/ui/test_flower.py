@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.embedded import free_port
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
+from hubsync_sandbox.embedded import free_port
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from tests.conftest import Hub, run_cli
 from tests.ui.conftest import stop, wait_http
 

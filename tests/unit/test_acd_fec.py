@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.acd import fec
 from pipeline.acd.errors import FecUnavailable
 from pipeline.acd.fec import FecYears, FiscalYear, entries_by_ack, fec_year, fec_years, parse_fec, parse_fiscal_years
 from pipeline.config import reset_settings
 from pipeline.errors import Deferred
-from pipeline.samples import sample_entry, sample_event
 from pipeline.store import Store, record_id
 from tests.conftest import flushed_store
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.acd.errors import (
     EntryRefused,
     FiscalYearClosed,
@@ -19,7 +20,6 @@ from pipeline.acd.errors import (
 from pipeline.acd.fec import FiscalYear
 from pipeline.acd.reference import Reference, check_entry, dossier_scope
 from pipeline.model import Entry
-from pipeline.samples import sample_entry, sample_event
 from schemas.event import load_event
 
 CHART = {"401000", "411000", "421000", "445660", "445710", "512000", "606400", "625100", "627000", "706000"}

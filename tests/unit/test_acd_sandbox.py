@@ -15,9 +15,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from pipeline.acd.sandbox import AcdDossier, AcdFirm, AcdSandbox, demo_acd_firms, demo_dossier
-from pipeline.sandbox import Fault, SandboxServer
-from pipeline.sandbox.docstore import DocStore
+from hubsync_sandbox import Fault, SandboxServer
+from hubsync_sandbox.acd import AcdDossier, AcdFirm, AcdSandbox, demo_acd_firms, demo_dossier
+from hubsync_sandbox.docstore import DocStore
 
 PASSWORDS = {"dupont": "dupont-secret", "martin": "martin-secret", "leroy": "leroy-secret"}
 CNX = {"dupont": "CNX", "martin": "CNX123", "leroy": "CNX7"}

@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 
 from bench.__main__ import _spread, _steady_rate, latencies, parse
-from bench.bed import percentile
+from hubsync_sandbox.bed import percentile
 
 
 def test_spread_follows_the_weights_and_interleaves() -> None:

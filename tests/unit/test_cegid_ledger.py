@@ -13,25 +13,25 @@ from typing import Any
 
 import pytest
 
-from pipeline import runtime
-from pipeline.cegid import connect as loop_connect
-from pipeline.cegid import errors
-from pipeline.cegid.demo import LoopServer
-from pipeline.cegid.export import CHECK_FAILED, pending, run_export
-from pipeline.cegid.reconcile import NotAPossibleDuplicate, mark_duplicate_checked, reconcile_cegid_loop
-from pipeline.cegid.sandbox import (
+from hubsync_sandbox import Fault
+from hubsync_sandbox.cegid import (
     DEMO_API_KEY,
     DEMO_API_SECRET,
     DEMO_DOMAIN,
     DEMO_SUBSCRIPTION_KEY,
     CegidLoopSandbox,
 )
+from hubsync_sandbox.cegid_demo import LoopServer
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
+from pipeline import runtime
+from pipeline.cegid import connect as loop_connect
+from pipeline.cegid import errors
+from pipeline.cegid.export import CHECK_FAILED, pending, run_export
+from pipeline.cegid.reconcile import NotAPossibleDuplicate, mark_duplicate_checked, reconcile_cegid_loop
 from pipeline.cegid.steps import STEP_FUNCTIONS, STEPS
 from pipeline.config import settings
 from pipeline.deadletters import discard, replay
 from pipeline.ingest import ingest
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
-from pipeline.sandbox import Fault
 from pipeline.secrets import Secret
 from pipeline.steps import Outcome, run_step
 from pipeline.store import Store

@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from hubsync_sandbox import Fault, SandboxServer
+from hubsync_sandbox.cegid import DEMO_API_KEY, DEMO_API_SECRET, DEMO_SUBSCRIPTION_KEY, CegidLoopSandbox
+from hubsync_sandbox.samples import sample_entry, tiny_pdf, tiny_png
 from pipeline.cegid import errors
 from pipeline.cegid.client import DEPOSIT_MAX_BYTES, LoopClient, LoopCredentials, document_id
 from pipeline.cegid.export import next_export_at
 from pipeline.cegid.mapping import FILENAME_MAX_CHARS, deposit_filename, transaction
-from pipeline.cegid.sandbox import DEMO_API_KEY, DEMO_API_SECRET, DEMO_SUBSCRIPTION_KEY, CegidLoopSandbox
 from pipeline.retry import RetryPolicy, decide
-from pipeline.samples import sample_entry, tiny_pdf, tiny_png
-from pipeline.sandbox import Fault, SandboxServer
 from pipeline.secrets import Secret
 from schemas.event import load_event
 from tests.conftest import ROOT, SHARED_DOCUMENTS

@@ -9,9 +9,9 @@ import tracemalloc
 import httpx
 import pytest
 
-from pipeline.acd.sandbox import AcdSandbox, demo_acd_firms
-from pipeline.sandbox import Fault, SandboxServer
-from pipeline.sandbox.docstore import DocStore
+from hubsync_sandbox import Fault, SandboxServer
+from hubsync_sandbox.acd import AcdSandbox, demo_acd_firms
+from hubsync_sandbox.docstore import DocStore
 from tests.conftest import SHARED_DOCUMENTS
 
 SAMPLE_PDF = SHARED_DOCUMENTS / "facturx-invoice-en16931.pdf"

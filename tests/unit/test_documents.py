@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hubsync_sandbox.samples import tiny_pdf, tiny_png
 from pipeline import documents
 from pipeline.documents import (
     DocumentHostNotAllowed,
@@ -25,7 +26,6 @@ from pipeline.documents import (
     unique_name,
 )
 from pipeline.errors import ErrorKind
-from pipeline.samples import tiny_pdf, tiny_png
 
 PDF = tiny_pdf("facture EDF février")
 PNG = tiny_png()

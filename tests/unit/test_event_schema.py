@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from marshmallow import ValidationError
 
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.acd.mapping import cut_label
 from pipeline.ingest import parse
 from pipeline.model import Counterparty, Document, Entry, Event, Line
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from schemas.event import MAX_EVENT_BYTES, flatten_errors, load_event
 
 PDF = tiny_pdf("facture EDF")

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.acd.mapping import map_entry
 from pipeline.documents import DocumentHostNotAllowed, check_url
 from pipeline.ingest import ingest, parse
-from pipeline.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.store import Store
 from schemas.event import MAX_EVENT_BYTES, load_event
 

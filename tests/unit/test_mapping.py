@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.acd.errors import SubsidiaryCodeInvalid, SubsidiaryCodeTooLong
 from pipeline.acd.mapping import LABEL_MAX_CHARS, check_subsidiary, cut_label, map_entry, utf16_units
 from pipeline.model import Counterparty, Entry
-from pipeline.samples import sample_entry, sample_event
 from schemas.event import load_event
 
 ACK = "K7QZ"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.acd.errors import (
     AuthenticationFailed,
     FecUnavailable,
@@ -17,7 +18,6 @@ from pipeline.acd.errors import (
 from pipeline.acd.fec import entries_by_ack, parse_fec
 from pipeline.acd.reconcile import READ_WAIT_MAX_SECONDS, classify, read_wait
 from pipeline.deliveries import RedeliveryLimitReached, count_delivery, finished, poisoned
-from pipeline.samples import sample_entry, sample_event
 from pipeline.store import P, Store, now, record_id
 
 

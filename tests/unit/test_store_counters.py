@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline.deadletters import dead_letter_record, discard, replay
 from pipeline.deliveries import poisoned
 from pipeline.errors import PermanentError
 from pipeline.ingest import ingest
-from pipeline.samples import sample_entry, sample_event
 from pipeline.store import Connection, P, Store, record_id
 from tests.conftest import db_url, flushed_store
 
