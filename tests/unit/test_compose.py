@@ -48,3 +48,33 @@ def test_compose_runs_two_beats_that_share_the_scheduler_lock() -> None:
     beat = _compose()["services"]["beat"]
     assert beat["deploy"]["replicas"] >= 2
     assert "--schedule-file" not in beat["command"]  # the schedule lives in Redis, shared by both
+
+
+def _dockerfile_stages() -> dict[str, list[str]]:
+    """Each named stage of the Dockerfile: its instructions, those of the stages it is built FROM first."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            base, _, name = line.removeprefix("FROM ").partition(" AS ")
+            current = [*stages.get(base, []), line]
+            stages[name] = current
+        elif line and not line.startswith("#"):
+            current.append(line)
+    return stages
+
+
+def test_only_the_sandbox_service_runs_an_image_with_the_sandboxes() -> None:
+    # given the Dockerfile's stages and the image each service builds
+    stages = _dockerfile_stages()
+    services = _compose()["services"]
+    targets = {name: s["build"]["target"] for name, s in services.items() if "build" in s}
+    assert set(targets) >= {"worker-events", "worker-acd", "worker-cegid-loop", "beat", "dashboard", "sandbox"}
+
+    # then every service but the sandbox runs an image in which nothing of sandbox/ is copied or installed
+    for name, target in targets.items():
+        installs_sandbox = any("sandbox" in line for line in stages[target] if line.startswith(("COPY", "RUN")))
+        assert installs_sandbox == (name == "sandbox"), f"{name} builds {target}"
+        assert stages[target][-1] == "USER nobody"
+    # and a plain `docker build .` (the last stage) gives the product image
+    assert list(stages)[-1] == targets["worker-acd"]
