@@ -6,17 +6,26 @@ Every failure the pipeline meets is one of three kinds, and the kind alone decid
     ├── TransientError           transient   retried with capped, jittered backoff inside the retry window
     │   ├── ServerConsideredDown transient   the circuit breaker holds calls to a server that keeps failing
     │   ├── Deferred             transient   not a failure: run again shortly (lock held, index lag)
-    │   └── OutcomeUnknown       transient   a write may have landed: looked up before it is sent again
+    │   ├── OutcomeUnknown       transient   a write may have landed: looked up before it is sent again
+    │   ├── RateLimited          transient   429: the server shed the request, honours Retry-After
+    │   └── MalformedResponse    transient   an answer that is not the contract's (HTML, broken JSON)
     ├── PermanentError           permanent   dead-lettered at once: the input breaks a rule
+    │   ├── DocumentTooLarge     permanent   a file over the provider's size limit
+    │   └── UnexpectedAnswer     permanent   an answer the contract does not allow
     └── CustomerActionError      customer    dead-lettered at once: somebody must fix a setting first
+        └── AuthenticationFailed customer    the provider refused the hub's credentials
 
 Each class carries the HTTP status and provider error code when there is one, and a ``hint`` written for
-the accountant or operator who reads the dead letter.
+the accountant or operator who reads the dead letter. The classes under the three kinds that every provider
+meets are defined here once; each provider's error module draws them in its own tree and gives them its own
+hints (``HINTS``, applied by its error table with ``provider_hint``, or ``hint=`` at a raise).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import TypeVar
 
 
 class ErrorKind(StrEnum):
@@ -121,3 +130,38 @@ class NoConnection(CustomerActionError):
     """The event's client file has no provider connected."""
 
     default_hint = "Connect the client file to a provider (hubsync connect …), then replay."
+
+
+class RateLimited(TransientError):
+    """The server sheds load (429); ``retry_after`` is the wait it asked for."""
+
+
+class MalformedResponse(TransientError):
+    """The answer is not what the contract describes (an HTML page, broken JSON, a missing envelope)."""
+
+
+class DocumentTooLarge(PermanentError):
+    """The provider refuses a file over its size limit."""
+
+    default_hint = "The provider refuses documents this large: attach a smaller scan in the hub and validate again."
+
+
+class UnexpectedAnswer(PermanentError):
+    """An answer the contract does not allow."""
+
+
+class AuthenticationFailed(CustomerActionError):
+    """The provider refused the hub's credentials."""
+
+    default_hint = "Check the credentials the provider gave the hub, connect the client file again, then replay."
+
+
+E = TypeVar("E", bound=HubsyncError)
+
+
+def provider_hint(error: E, hints: Mapping[type[HubsyncError], str]) -> E:
+    """``error`` with its provider's hint for its class, unless it was raised with a hint of its own."""
+    hint = hints.get(type(error))
+    if hint is not None and error.hint == type(error).default_hint:
+        error.hint = hint
+    return error
