@@ -1,13 +1,15 @@
 """Reading ACD's answers the tolerant way: property names in any case, extra fields ignored, booleans and
-numbers as real servers spell them, the error envelope wherever it comes (HTTP 200 or 400).
+numbers as real servers spell them, the error envelope wherever it comes (HTTP 200 or 400). The JSON itself is
+read by ``pipeline.http.parse_json`` (a byte-order mark tolerated, None for anything that is not JSON).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from pipeline.http import parse_json
 
 SESSION_NOT_OPEN = "pas initialis"
 """Part of ``La connexion à la base du dossier n'est pas initialisée !``: the token has no open dossier."""
@@ -15,16 +17,6 @@ SESSION_NOT_OPEN = "pas initialis"
 _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
 TEXT_KEPT_CHARS = 500
-
-
-def parse_json(content: bytes) -> Any:
-    """The decoded JSON of a body, or None when it is not JSON (an HTML page, a French sentence, nothing)."""
-    if not content:
-        return None
-    try:
-        return json.loads(content.decode("utf-8-sig"))
-    except (ValueError, UnicodeDecodeError):
-        return None
 
 
 def ci_get(obj: Any, name: str, default: Any = None) -> Any:

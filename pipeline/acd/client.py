@@ -3,7 +3,8 @@
 A client is bound to ONE dossier (or to none, for the calls that need no session): its token is the
 dossier's own (``pipeline.acd.tokens``), opened on that dossier right after its login and never on another,
 so no call can land in a dossier another thread opened. One ``httpx.Client`` per worker process serves every
-firm (connections are pooled per host); every route is relative to the API base found by discovery.
+firm (connections are pooled per host); every route is relative to the API base found by discovery, and every
+call goes through the shared send loop (``pipeline.http``) with ACD's auth and error table.
 """
 
 from __future__ import annotations
@@ -19,24 +20,25 @@ from urllib.parse import quote
 
 import httpx
 
-from pipeline.acd.answers import as_int, ci_get, envelope, items, parse_json
+from pipeline.acd.answers import as_int, ci_get, envelope, items
 from pipeline.acd.discovery import API_VERSION, login_request, refusal, token_of
 from pipeline.acd.errors import (
+    AUTHENTICATION_HINT,
+    ENTRY,
+    GED,
+    PLAIN,
     AccountLocked,
+    AcdErrors,
     AcdRefused,
-    AuthenticationFailed,
     EntryRefused,
     FecUnavailable,
-    MalformedResponse,
     NotAnISuiteServer,
     OutsideFiscalYears,
-    UnexpectedAnswer,
-    error_from_exception,
-    error_from_response,
     is_session_lost,
 )
 from pipeline.acd.tokens import Token, TokenKey, TokenStore, count
-from pipeline.errors import HubsyncError
+from pipeline.errors import AuthenticationFailed, HubsyncError, MalformedResponse, UnexpectedAnswer
+from pipeline.http import Answer, Failure, Sender, Status
 from pipeline.secrets import Secret
 
 LoginGate = Callable[[], AbstractContextManager[None]]
@@ -123,7 +125,7 @@ class AcdAuth(httpx.Auth):
         if response.status_code in (404, 405) and not _says_dossier_unknown(response):
             response = yield self._session_body_request(token)
         if response.status_code not in (200, 204):
-            raise error_from_response(response)
+            raise PLAIN(Failure.of(response))
         count(self.tokens.store, "sessions", self.key.label)
 
     def _login(self) -> Generator[httpx.Request, httpx.Response, str]:
@@ -146,8 +148,9 @@ class AcdAuth(httpx.Auth):
                 f"ACD at {self.base} refused the login of API code {self.creds.api_code!r}; it is not tried again",
                 status=401,
                 code="authentificationInvalide",
+                hint=AUTHENTICATION_HINT,
             )
-        raise error_from_response(response)
+        raise PLAIN(Failure.of(response))
 
     def _gated_login(self, stale: Token | None) -> Generator[httpx.Request, httpx.Response, Token]:
         with self.gate() if self.gate is not None else contextlib.nullcontext():
@@ -176,7 +179,7 @@ class AcdAuth(httpx.Auth):
             self.tokens.drop(self.key, token)
             token = yield from self._gated_login(token)
             response = yield self._with(request, token)
-        elif self.dossier is not None and is_session_lost(response):
+        elif self.dossier is not None and is_session_lost(response.status_code, response.content):
             yield from self._open_session(token.value)
             count(self.tokens.store, "session_reopens", self.key.label)
             response = yield self._with(request, token)
@@ -214,6 +217,7 @@ class AcdClient:
         self.tokens = tokens
         self.auth = AcdAuth(creds, dossier, tokens, gate, http.timeout)
         self.base = creds.api_base.rstrip("/") + API_VERSION
+        self.api = Sender(http, name="ACD", errors=PLAIN, base=self.base, auth=self.auth)
 
     def __repr__(self) -> str:
         return (
@@ -228,77 +232,40 @@ class AcdClient:
         route: str,
         *,
         write: bool = False,
-        ged: bool = False,
-        entry: bool = False,
-        ok: tuple[int, ...] = (200,),
+        errors: AcdErrors = PLAIN,
+        ok: Status = (200,),
         timeout: httpx.Timeout | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Answer:
         if self.dossier is None and route != "/dossiers":
             raise RuntimeError(f"{route} needs a dossier session; this client has none")
-        try:
-            response = self.http.request(
-                method,
-                f"{self.base}{route}",
-                auth=self.auth,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                **kwargs,
-            )
-        except HubsyncError:
-            raise
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, write=write, ged=ged) from exc
-        if response.status_code not in ok:
-            raise error_from_response(response, write=write, ged=ged, entry=entry)
-        return response
-
-    @staticmethod
-    def _json(response: httpx.Response) -> Any:
-        body = parse_json(response.content)
-        if body is None:
-            raise MalformedResponse(
-                f"ACD answered {response.status_code} with a body that is not JSON on {response.request.url.path}"
-            )
-        return body
+        return self.api.call(method, route, write=write, errors=errors, ok=ok, timeout=timeout, **kwargs)
 
     def _array(self, route: str, *wrappers: str) -> list[dict[str, Any]]:
-        response = self._send("GET", route)
-        body = self._json(response)
+        answer = self._send("GET", route)
+        body = answer.json()
         found = items(body, *wrappers)
         if found is None:
             code, errors = envelope(body)
             if errors or code == 0:
-                raise error_from_response(response)
+                raise PLAIN(answer.failure())
             raise MalformedResponse(f"ACD answered {route} with something other than a list")
         return found
 
     def _write(self, route: str, payload: Any, *, entry: bool = False) -> None:
-        response = self._send("POST", route, write=True, entry=entry, ok=(200, 201), json=payload)
-        code, errors = envelope(parse_json(response.content))
+        table = ENTRY if entry else PLAIN
+        answer = self._send("POST", route, write=True, errors=table, ok=(200, 201), json=payload)
+        code, errors = envelope(answer.data())
         if code == 1 and not errors:
             return
         if code is None:
-            raise error_from_response(response, write=True, entry=entry)
+            raise table(answer.failure())
         if not errors:
             refused = EntryRefused if entry else AcdRefused
-            raise refused(f"ACD answered KO without any reason on {route}", status=response.status_code)
-        raise error_from_response(response, write=False, entry=entry)
+            raise refused(f"ACD answered KO without any reason on {route}", status=answer.status_code)
+        raise table(answer.failure(write=False))
 
     # -- session ---------------------------------------------------------------------------------
-
-    def adopt(self, token: str) -> None:
-        """Make a fresh token (from discovery's login) this dossier's own: open the session on it and publish it."""
-        request = self.auth.session_request(token)
-        try:
-            response = self.http.send(request)
-            if response.status_code in (404, 405) and not _says_dossier_unknown(response):
-                response = self.http.send(self.auth._session_body_request(token))
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc) from exc
-        if response.status_code not in (200, 204):
-            raise error_from_response(response)
-        count(self.tokens.store, "sessions", self.auth.key.label)
-        self.tokens.put(self.auth.key, token)
 
     def publish_unbound(self, token: str) -> None:
         """Keep a token no session was opened with, for the calls that need none (``/v1/dossiers``)."""
@@ -332,17 +299,17 @@ class AcdClient:
         """The GED folder where ``journal``'s documents are filed (``Id``, ``Libelle``), or None when it has none."""
         route = f"/compta/planClassementEcriture/{quote(journal, safe='')}"
         try:
-            response = self._send("GET", route, ok=(200,))
+            answer = self._send("GET", route)
         except (AcdRefused, UnexpectedAnswer, NotAnISuiteServer) as exc:
             if "planclassementintrouvable" in (exc.code or "").casefold() or "introuvable" in exc.message.casefold():
                 return None
             raise
-        body = parse_json(response.content)
+        body = answer.data()
         code, errors = envelope(body)
         if errors or code == 0:
             if any("introuvable" in (k + t).casefold() for k, t in errors):
                 return None
-            raise error_from_response(response)
+            raise PLAIN(answer.failure())
         folder = as_int(ci_get(body, "Id"))
         if folder is None:
             raise MalformedResponse(f"ACD answered {route} without a folder Id")
@@ -366,50 +333,49 @@ class AcdClient:
     def fec(self, year: int, timeout_seconds: float) -> str:
         """The FEC of the fiscal year ending in ``year`` (tab-separated text); may take long on a busy dossier."""
         timeout = httpx.Timeout(timeout_seconds, connect=self.http.timeout.connect)
-        response = self._send("POST", "/compta/fec", json={"Annee": year}, timeout=timeout, ok=(200, 400, 404))
-        body = parse_json(response.content)
-        code, errors = envelope(body)
+        answer = self._send("POST", "/compta/fec", json={"Annee": year}, timeout=timeout, ok=(200, 400, 404))
+        code, errors = envelope(answer.data())
         if errors or code == 0:
-            error = error_from_response(response)
+            error = PLAIN(answer.failure())
             if isinstance(error, OutsideFiscalYears):
                 raise FecUnavailable(
-                    f"ACD has no FEC for {year}: {error.message}", status=response.status_code, code=error.code
+                    f"ACD has no FEC for {year}: {error.message}", status=answer.status_code, code=error.code
                 )
             raise error
-        if response.status_code != 200:
-            raise error_from_response(response)
-        return response.content.decode("utf-8-sig", "replace")
+        if answer.status_code != 200:
+            raise PLAIN(answer.failure())
+        return answer.content.decode("utf-8-sig", "replace")
 
     def upload_document(self, folder_id: int, name: str, path: Path, content_type: str) -> int:
         """Stream a file into a GED folder (0: the root); returns the document's id."""
         with path.open("rb") as fh:
-            response = self._send(
+            answer = self._send(
                 "POST",
                 "/ged/documents",
                 write=True,
-                ged=True,
+                errors=GED,
                 ok=(200, 201),
                 data={"idArboGed": str(folder_id)},
                 files={"file": (name, fh, content_type)},
             )
-        body = parse_json(response.content)
+        body = answer.data()
         doc_id = as_int(ci_get(body, "Id"))
         if doc_id is None:
             code, errors = envelope(body)
             if errors or code == 0:
-                raise error_from_response(response, ged=True)
-            raise error_from_response(response, write=True, ged=True)
+                raise GED(answer.failure(write=False))  # refused: nothing was stored
+            raise GED(answer.failure())
         return doc_id
 
     def find_documents(self, name: str) -> list[dict[str, Any]] | None:
         """GED documents named ``name`` (``Id``, ``NomFichier``…); None when this server has no such route."""
         try:
-            response = self._send("POST", "/ged/documents/filtrer", ged=True, json={"NomFichier": name})
+            answer = self._send("POST", "/ged/documents/filtrer", errors=GED, json={"NomFichier": name})
         except (NotAnISuiteServer, UnexpectedAnswer) as exc:
             if exc.status in (404, 405):
                 return None
             raise
-        found = items(parse_json(response.content))
+        found = items(answer.data())
         if found is None:
             raise MalformedResponse("ACD answered ged/documents/filtrer with something other than a list")
         return [d for d in found if str(ci_get(d, "NomFichier") or ci_get(d, "Nom") or "") == name]

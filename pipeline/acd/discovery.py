@@ -17,20 +17,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.acd.answers import ci_get, envelope, parse_json
-from pipeline.acd.errors import (
-    AccountLocked,
-    AuthenticationFailed,
-    NotAnISuiteServer,
-    ServerUnavailable,
-    error_from_exception,
-    retry_after_of,
-)
-from pipeline.errors import ErrorKind
+from pipeline.acd.answers import ci_get, envelope
+from pipeline.acd.errors import AUTHENTICATION_HINT, PLAIN, AccountLocked, NotAnISuiteServer, ServerUnavailable
+from pipeline.errors import AuthenticationFailed, ErrorKind, HubsyncError
+from pipeline.http import ERROR_BODY_MAX_BYTES, Answer, Sender, parse_json, retry_after
 from pipeline.secrets import Secret
 
 API_VERSION = "/v1"
@@ -106,7 +101,17 @@ def login_request(
     )
 
 
-def token_of(response: httpx.Response) -> str | None:
+class Reply(Protocol):
+    """What the login's answer is read from: an ``httpx.Response`` in the auth flow, an ``Answer`` in discovery."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+
+def token_of(response: Reply) -> str | None:
     """The ``UUID`` of a successful login answer, or None."""
     if response.status_code != 200:
         return None
@@ -114,7 +119,7 @@ def token_of(response: httpx.Response) -> str | None:
     return token if isinstance(token, str) and token.strip() else None
 
 
-def refusal(response: httpx.Response, api_base: str, api_code: str) -> AuthenticationFailed | AccountLocked | None:
+def refusal(response: Reply, api_base: str, api_code: str) -> AuthenticationFailed | AccountLocked | None:
     """ACD's JSON refusal of a login, as the error to raise; None when the answer is not a JSON refusal (a 429
     or 5xx is never one, whatever its body: the password was not judged)."""
     if response.status_code >= 500 or response.status_code == 429:
@@ -136,6 +141,7 @@ def refusal(response: httpx.Response, api_base: str, api_code: str) -> Authentic
         "it is not tried again",
         status=response.status_code,
         code=key or "authentificationInvalide",
+        hint=AUTHENTICATION_HINT,
     )
 
 
@@ -148,28 +154,29 @@ class Found:
     passed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _why_not(response: httpx.Response) -> str:
-    kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
-    if 300 <= response.status_code < 400:
-        return f"redirect {response.status_code} to {response.headers.get('Location', '?')}"
-    wait = retry_after_of(response)
-    return f"{response.status_code} {kind}" + (f", Retry-After {wait:g}s" if wait is not None else "")
+def _why_not(answer: Answer) -> str:
+    kind = answer.headers.get("Content-Type", "").split(";")[0] or "no content type"
+    if 300 <= answer.status_code < 400:
+        return f"redirect {answer.status_code} to {answer.headers.get('Location', '?')}"
+    wait = retry_after(answer.headers)
+    return f"{answer.status_code} {kind}" + (f", Retry-After {wait:g}s" if wait is not None else "")
 
 
-def _is_busy(response: httpx.Response) -> bool:
-    return response.status_code == 429 or response.status_code >= 500
+def _is_busy(answer: Answer) -> bool:
+    return answer.status_code == 429 or answer.status_code >= 500
 
 
-def _probe(http: httpx.Client, base: str, cnx: str, api_code: str, password: Secret) -> httpx.Response:
+def _probe(api: Sender, base: str, cnx: str, api_code: str, password: Secret) -> Answer:
+    request = login_request(base, cnx, api_code, password, api.http.timeout)
     try:
-        return http.send(login_request(base, cnx, api_code, password, http.timeout), follow_redirects=False)
-    except httpx.HTTPError as exc:
-        error = error_from_exception(exc)
+        # every status is an answer here: only the body says whether this base is the API
+        return api.send(request, ok=None, max_bytes=ERROR_BODY_MAX_BYTES)
+    except HubsyncError as error:
         if error.kind is ErrorKind.TRANSIENT:
             raise ServerUnavailable(
                 f"cannot reach {base}: {error.message}", hint=UNAVAILABLE_HINT, retry_after=error.retry_after
-            ) from exc
-        raise error from exc
+            ) from error
+        raise
 
 
 def discover(
@@ -184,30 +191,31 @@ def discover(
     or ``AccountLocked`` (after one failed login, naming the base that refused), ``ServerUnavailable``
     when the host cannot be reached or a base answered busy (429, 5xx) and none answered the login,
     ``NotAnISuiteServer`` when no candidate answers like ACD."""
+    api = Sender(http, name="ACD", errors=PLAIN)
     passed: list[tuple[str, str]] = []
     busy: list[tuple[str, int]] = []
     waited = 0.0
     for base in candidates(url, cnx):
-        response = _probe(http, base, cnx, api_code, password)
+        answer = _probe(api, base, cnx, api_code, password)
         for _ in range(BUSY_TRIES_PER_BASE - 1):
-            if response.status_code not in BUSY_STATUSES:
+            if answer.status_code not in BUSY_STATUSES:
                 break
-            wait = retry_after_of(response)
+            wait = retry_after(answer.headers)
             wait = BUSY_WAIT_SECONDS if wait is None else wait
             if wait > BUSY_WAIT_MAX_SECONDS or waited + wait > BUSY_BUDGET_SECONDS:
                 break
             sleep(wait)
             waited += wait
-            response = _probe(http, base, cnx, api_code, password)
-        token = token_of(response)
+            answer = _probe(api, base, cnx, api_code, password)
+        token = token_of(answer)
         if token is not None:
             return Found(base, token, passed)
-        refused = refusal(response, base, api_code)
+        refused = refusal(answer, base, api_code)
         if refused is not None:
             raise refused
-        passed.append((base, _why_not(response)))
-        if _is_busy(response):
-            busy.append((base, response.status_code))
+        passed.append((base, _why_not(answer)))
+        if _is_busy(answer):
+            busy.append((base, answer.status_code))
     tried = "; ".join(f"{base} ({why})" for base, why in passed)
     if busy:
         raise ServerUnavailable(

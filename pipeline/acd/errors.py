@@ -1,4 +1,4 @@
-"""ACD i-Suite Expert errors, and the one table that sorts every answer into them.
+"""ACD i-Suite Expert errors, and the one table that sorts every answer into them (``AcdErrors``).
 
 ::
 
@@ -7,9 +7,9 @@
     │   ├── ServerUnavailable        refused connection, reset, 502/503, a .NET 500 on a read (text kept)
     │   ├── ServerConsideredDown     the circuit breaker holds calls to a server that keeps failing
     │   ├── SessionNotOpen           "La connexion à la base du dossier n'est pas initialisée !" after a reopen
-    │   ├── RateLimited              429, honours Retry-After
+    │   ├── RateLimited *            429, honours Retry-After (seconds or a date)
     │   ├── AcdTimeout               a read timed out
-    │   ├── MalformedResponse        an answer that is not the contract's (HTML page, broken JSON, no envelope)
+    │   ├── MalformedResponse *      an answer that is not the contract's (HTML page, broken JSON, no envelope)
     │   ├── FecUnavailable           the FEC of a needed year cannot be read (periodeMultiExercice)
     │   ├── NotYetConfirmed          posted, not yet found in the FEC
     │   └── OutcomeUnknown
@@ -23,29 +23,51 @@
     │   ├── PostKeepsFailing         every post failed without landing, again and again
     │   ├── SubsidiaryCodeInvalid    a subsidiary code without the F…/C… prefix its kind needs
     │   ├── SubsidiaryCodeTooLong    a subsidiary code over 13 characters
-    │   ├── DocumentTooLarge         413 from the GED
-    │   └── UnexpectedAnswer         an answer the contract does not allow
+    │   ├── DocumentTooLarge *       413 from the GED
+    │   └── UnexpectedAnswer *       an answer the contract does not allow
     └── CustomerActionError
-        ├── AuthenticationFailed     wrong API code, password or CNX (authentificationInvalide)
+        ├── AuthenticationFailed *   wrong API code, password or CNX (authentificationInvalide)
         ├── AccountLocked            compteBloque: five failed logins lock the API code for ten minutes
         ├── DossierNotShared         403 on a dossier call: the dossier is not shared in i-Suite
         ├── DossierNotFound          404 "Dossier introuvable en comptabilité"
         ├── GedAccessDenied          403 on a GED route: DMS rights; or a filing-plan folder out of reach
         └── NotAnISuiteServer        no API answers at the address typed
+
+    * shared with the other providers (``pipeline.errors``), importable from here, with ACD's hints (``HINTS``)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpx
 
-from pipeline.acd.answers import SESSION_NOT_OPEN, envelope, parse_json, plain_text
+from pipeline.acd.answers import SESSION_NOT_OPEN, envelope, plain_text
+from pipeline.errors import AuthenticationFailed as AuthenticationFailed
 from pipeline.errors import (
     CustomerActionError,
     HubsyncError,
     OutcomeUnknown,
     PermanentError,
     TransientError,
+    provider_hint,
 )
+from pipeline.errors import DocumentTooLarge as DocumentTooLarge
+from pipeline.errors import MalformedResponse as MalformedResponse
+from pipeline.errors import RateLimited as RateLimited
+from pipeline.errors import UnexpectedAnswer as UnexpectedAnswer
+from pipeline.http import Failure, Sent
+
+AUTHENTICATION_HINT = (
+    "Check the API code and password created in ACD (Administration > i-Suite Expert Tools > API Access "
+    "Management) and the CNX code, run `hubsync connect acd` again with the right ones, then replay."
+)
+GED_TOO_LARGE_HINT = "The ACD GED refuses files this large: attach a smaller scan and validate again."
+HINTS: dict[type[HubsyncError], str] = {
+    AuthenticationFailed: AUTHENTICATION_HINT,
+    DocumentTooLarge: GED_TOO_LARGE_HINT,
+}
+"""ACD's hints for the shared classes: the table gives them to what it sorts; a raise elsewhere passes one."""
 
 
 class ServerUnavailable(TransientError):
@@ -60,16 +82,8 @@ class SessionNotOpen(TransientError):
     default_hint = "ACD lost the dossier session; the hub opens it again and retries."
 
 
-class RateLimited(TransientError):
-    """The server sheds load (429)."""
-
-
 class AcdTimeout(TransientError):
     """The server took too long to answer a read."""
-
-
-class MalformedResponse(TransientError):
-    """The answer is not the JSON the contract describes."""
 
 
 class FecUnavailable(TransientError):
@@ -208,25 +222,6 @@ class SubsidiaryCodeTooLong(PermanentError):
     )
 
 
-class DocumentTooLarge(PermanentError):
-    """The GED refuses files over its limit."""
-
-    default_hint = "The ACD GED refuses files this large: attach a smaller scan and validate again."
-
-
-class UnexpectedAnswer(PermanentError):
-    """An answer the contract does not allow."""
-
-
-class AuthenticationFailed(CustomerActionError):
-    """Wrong API code, password or CNX."""
-
-    default_hint = (
-        "Check the API code and password created in ACD (Administration > i-Suite Expert Tools > API Access "
-        "Management) and the CNX code, run `hubsync connect acd` again with the right ones, then replay."
-    )
-
-
 class AccountLocked(CustomerActionError):
     """Too many failed logins: the API code is locked for ten minutes."""
 
@@ -296,81 +291,93 @@ BUSINESS_ERRORS: dict[str, type[HubsyncError]] = {
 BUSINESS_ERRORS_FOLDED = {key.casefold(): cls for key, cls in BUSINESS_ERRORS.items()}
 
 
-def retry_after_of(response: httpx.Response) -> float | None:
-    """The seconds an answer's ``Retry-After`` asks to wait, or None when it gives none (or a date)."""
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
-
-
-def is_session_lost(response: httpx.Response) -> bool:
+def is_session_lost(status: int, body: bytes) -> bool:
     """ACD's answer to a dossier call on a token with no dossier open."""
-    return response.status_code >= 500 and SESSION_NOT_OPEN in response.content.decode("utf-8", "replace")
+    return status >= 500 and SESSION_NOT_OPEN in body.decode("utf-8", "replace")
 
 
-def error_from_response(
-    response: httpx.Response, *, write: bool = False, ged: bool = False, entry: bool = False
-) -> HubsyncError:
-    """Sort an answer that is not a success: the envelope first (whatever the HTTP status), then the status.
+@dataclass(frozen=True)
+class AcdErrors:
+    """ACD's error table: the envelope first (whatever the HTTP status), then the status; a transport failure
+    by how much of the request left.
 
-    ``write``: the call may have changed something (a 5xx then hides a possible commit); ``ged``: a GED route
-    (403 means rights, not sharing); ``entry``: the entry post (an unknown refusal is ``EntryRefused``).
-    """
-    status = response.status_code
-    body = parse_json(response.content)
-    code_retour, errors = envelope(body)
-    route = response.request.url.path if response.request is not None else ""
-    key = errors[0][0] if errors else ""
-    words = "; ".join(f"{k}: {t}" if k else t for k, t in errors) if errors else plain_text(response.content)
-    detail = f"ACD answered {status} on {route}" + (f": {words}" if words else "")
-    retry_after = retry_after_of(response)
-    if status == 429:
-        return RateLimited(detail, status=status, code=key or None, retry_after=retry_after)
-    known = BUSINESS_ERRORS_FOLDED.get(key.casefold()) if key else None
-    if known is not None and status < 500:
-        return known(detail, status=status, code=key)
-    if errors and status < 500 and status not in (401, 403, 404, 413):
-        cls: type[HubsyncError] = EntryRefused if entry else AcdRefused
-        return cls(detail, status=status, code=key or None, hint=_unknown_hint(key, cls))
-    if status >= 500:
-        if is_session_lost(response):
-            return SessionNotOpen(detail, status=status)
-        if write and status != 503:
-            # Only 503 says the request never ran; a 500 (a .NET failure, the database lost) or a gateway
-            # error may come after the server committed the write: look it up before writing again.
-            unknown = UploadOutcomeUnknown if ged else PostOutcomeUnknown
-            return unknown(detail, status=status, code=key or None, retry_after=retry_after)
-        return ServerUnavailable(detail, status=status, code=key or None, retry_after=retry_after)
-    if status == 403:
-        return (GedAccessDenied if ged else DossierNotShared)(detail, status=status, code=key or None)
-    if status == 413:
-        return DocumentTooLarge(detail, status=status, code=key or None)
-    if status == 404:
-        lowered = words.casefold()
-        if "dossier" in lowered and "introuvable" in lowered:
-            return DossierNotFound(detail, status=status, code=key or None)
-        if ged and ("plan de classement" in lowered or "arborescence" in lowered):
-            return GedAccessDenied(detail, status=status, code=key or None)
-        return NotAnISuiteServer(detail, status=status)
-    if status == 401:
-        return ServerUnavailable(f"{detail} (after a fresh login)", status=status, code=key or None)
-    if status in (200, 201):
-        if write and code_retour is None:
-            unknown = UploadOutcomeUnknown if ged else PostOutcomeUnknown
-            return unknown(f"ACD answered {status} without its envelope on {route}", status=status)
-        return MalformedResponse(f"ACD answered {status} with a body that is not the expected JSON on {route}")
-    if status == 400 and not errors:
-        cls = EntryRefused if entry else AcdRefused
-        return cls(detail, status=status, hint=_unknown_hint("", cls))
-    if status == 408:
-        return AcdTimeout(detail, status=status)
-    if status == 409 and ged:
-        return UnexpectedAnswer(detail, status=status, code=key or "documentExisteDeja")
-    return UnexpectedAnswer(detail, status=status, code=key or None)
+    ``ged``: a GED route (403 means rights, not sharing; an unanswered write is an upload); ``entry``: the entry
+    post (an unknown refusal is ``EntryRefused``). A failure's ``write`` says the call may have changed something:
+    a 5xx or a lost answer then hides a possible commit."""
+
+    ged: bool = False
+    entry: bool = False
+
+    def __call__(self, failure: Failure) -> HubsyncError:
+        """The error ``failure`` is, with ACD's hints."""
+        sort = self._transport if failure.exception is not None else self._answer
+        return provider_hint(sort(failure), HINTS)
+
+    def _unknown(self) -> type[OutcomeUnknown]:
+        return UploadOutcomeUnknown if self.ged else PostOutcomeUnknown
+
+    def _answer(self, failure: Failure) -> HubsyncError:
+        status = failure.status or 0
+        write, ged, entry = failure.write, self.ged, self.entry
+        code_retour, errors = envelope(failure.data())
+        route = failure.path
+        key = errors[0][0] if errors else ""
+        words = "; ".join(f"{k}: {t}" if k else t for k, t in errors) if errors else plain_text(failure.body)
+        detail = f"ACD answered {status} on {route}" + (f": {words}" if words else "")
+        retry_after = failure.retry_after
+        if status == 429:
+            return RateLimited(detail, status=status, code=key or None, retry_after=retry_after)
+        known = BUSINESS_ERRORS_FOLDED.get(key.casefold()) if key else None
+        if known is not None and status < 500:
+            return known(detail, status=status, code=key)
+        if errors and status < 500 and status not in (401, 403, 404, 413):
+            cls: type[HubsyncError] = EntryRefused if entry else AcdRefused
+            return cls(detail, status=status, code=key or None, hint=_unknown_hint(key, cls))
+        if status >= 500:
+            if is_session_lost(status, failure.body):
+                return SessionNotOpen(detail, status=status)
+            if write and status != 503:
+                # Only 503 says the request never ran; a 500 (a .NET failure, the database lost) or a gateway
+                # error may come after the server committed the write: look it up before writing again.
+                return self._unknown()(detail, status=status, code=key or None, retry_after=retry_after)
+            return ServerUnavailable(detail, status=status, code=key or None, retry_after=retry_after)
+        if status == 403:
+            return (GedAccessDenied if ged else DossierNotShared)(detail, status=status, code=key or None)
+        if status == 413:
+            return DocumentTooLarge(detail, status=status, code=key or None)
+        if status == 404:
+            lowered = words.casefold()
+            if "dossier" in lowered and "introuvable" in lowered:
+                return DossierNotFound(detail, status=status, code=key or None)
+            if ged and ("plan de classement" in lowered or "arborescence" in lowered):
+                return GedAccessDenied(detail, status=status, code=key or None)
+            return NotAnISuiteServer(detail, status=status)
+        if status == 401:
+            return ServerUnavailable(f"{detail} (after a fresh login)", status=status, code=key or None)
+        if status in (200, 201):
+            if write and code_retour is None:
+                return self._unknown()(f"ACD answered {status} without its envelope on {route}", status=status)
+            return MalformedResponse(f"ACD answered {status} with a body that is not the expected JSON on {route}")
+        if status == 400 and not errors:
+            cls = EntryRefused if entry else AcdRefused
+            return cls(detail, status=status, hint=_unknown_hint("", cls))
+        if status == 408:
+            return AcdTimeout(detail, status=status)
+        if status == 409 and ged:
+            return UnexpectedAnswer(detail, status=status, code=key or "documentExisteDeja")
+        return UnexpectedAnswer(detail, status=status, code=key or None)
+
+    def _transport(self, failure: Failure) -> HubsyncError:
+        # Before the request went out it is a plain outage; after, a write's outcome is unknown.
+        exc, where = failure.exception, failure.path
+        name = type(exc).__name__
+        if failure.sent is Sent.NOTHING:
+            return ServerUnavailable(f"cannot reach the ACD server ({name}) on {where}")
+        if failure.write:
+            return self._unknown()(f"the ACD server did not answer ({name}) on {where}")
+        if isinstance(exc, httpx.TimeoutException):
+            return AcdTimeout(f"the ACD server took too long to answer on {where}")
+        return ServerUnavailable(f"the connection to the ACD server broke ({name}) on {where}")
 
 
 def _unknown_hint(key: str, cls: type[HubsyncError]) -> str:
@@ -383,22 +390,7 @@ def _unknown_hint(key: str, cls: type[HubsyncError]) -> str:
     return AcdRefused.default_hint.replace("a reason the hub does not know", what)
 
 
-def error_from_exception(exc: httpx.HTTPError, *, write: bool = False, ged: bool = False) -> HubsyncError:
-    """Sort a transport failure: before the request went out it is a plain outage; after, a write is unknown."""
-    where = str(exc.request.url.path) if _has_request(exc) else "ACD"
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return ServerUnavailable(f"cannot reach the ACD server ({type(exc).__name__}) on {where}")
-    if write:
-        unknown = UploadOutcomeUnknown if ged else PostOutcomeUnknown
-        return unknown(f"the ACD server did not answer ({type(exc).__name__}) on {where}")
-    if isinstance(exc, httpx.TimeoutException):
-        return AcdTimeout(f"the ACD server took too long to answer on {where}")
-    return ServerUnavailable(f"the connection to the ACD server broke ({type(exc).__name__}) on {where}")
-
-
-def _has_request(exc: httpx.HTTPError) -> bool:
-    try:
-        exc.request  # noqa: B018 - raises RuntimeError when the error has no request
-    except RuntimeError:
-        return False
-    return True
+PLAIN = AcdErrors()
+"""The table for every call but GED routes and the entry post."""
+GED = AcdErrors(ged=True)
+ENTRY = AcdErrors(entry=True)

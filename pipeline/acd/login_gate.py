@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 
 from pipeline.acd.client import AcdCredentials, LoginGate
-from pipeline.acd.errors import AccountLocked, AuthenticationFailed
+from pipeline.acd.errors import AUTHENTICATION_HINT, AccountLocked, AuthenticationFailed
 from pipeline.config import settings
 from pipeline.errors import Deferred
 from pipeline.secrets import fingerprint
@@ -45,6 +45,7 @@ def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
                         "until the client file is connected again",
                         status=401,
                         code="authentificationInvalide",
+                        hint=AUTHENTICATION_HINT,
                     )
                 try:
                     yield

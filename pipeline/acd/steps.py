@@ -22,6 +22,7 @@ from pipeline.acd import fec, reference
 from pipeline.acd.answers import as_int, ci_get
 from pipeline.acd.client import AcdClient, AcdCredentials
 from pipeline.acd.errors import (
+    AUTHENTICATION_HINT,
     AccountLocked,
     AcdTimeout,
     AuthenticationFailed,
@@ -129,7 +130,8 @@ def credentials(store: Store, client_file_id: str) -> tuple[AcdCredentials, dict
     if conn.status == "auth_failed":
         raise AuthenticationFailed(
             f"ACD refused the credentials of client file {client_file_id} earlier ({conn.status_message}); "
-            "no new login is tried until it is connected again"
+            "no new login is tried until it is connected again",
+            hint=AUTHENTICATION_HINT,
         )
     p = conn.params
     creds = AcdCredentials(

@@ -18,6 +18,7 @@ from pipeline.acd.errors import (
     AcdTimeout,
     AnalyticSplitMissing,
     AuthenticationFailed,
+    DocumentTooLarge,
     DossierNotFound,
     DossierNotShared,
     EntryRefused,
@@ -371,6 +372,16 @@ def test_403_on_a_ged_upload_is_about_ged_rights(store, tmp_path):
         client_for(server, store).upload_document(0, "a.pdf", path, "application/pdf")
 
 
+def test_413_on_a_ged_upload_is_too_large_with_the_geds_own_hint(store, tmp_path):
+    server = FakeIsuite()
+    server.override("/ged/documents", answer(413, text="Request Entity Too Large"))
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF-1.4 x")
+    with pytest.raises(DocumentTooLarge) as info:
+        client_for(server, store).upload_document(0, "a.pdf", path, "application/pdf")
+    assert info.value.kind is ErrorKind.PERMANENT and "The ACD GED refuses files this large" in info.value.hint
+
+
 # -- the envelope, whatever the status ------------------------------------------------------------------
 
 
@@ -512,6 +523,15 @@ def test_429_is_rate_limited_with_retry_after(store):
     with pytest.raises(RateLimited) as info:
         client_for(server, store).journals()
     assert info.value.retry_after == 30.0
+
+
+def test_a_429_whose_retry_after_is_a_date_waits_until_that_date(store):
+    server = FakeIsuite()
+    headers = {"Retry-After": "Thu, 19 Nov 2026 20:01:30 GMT", "Date": "Thu, 19 Nov 2026 20:00:00 GMT"}
+    server.override("/compta/journal", answer(429, text="", headers=headers))
+    with pytest.raises(RateLimited) as info:
+        client_for(server, store).journals()
+    assert info.value.retry_after == 90.0
 
 
 def test_an_html_page_where_json_is_expected_is_malformed(store):
