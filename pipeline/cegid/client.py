@@ -4,33 +4,26 @@ Two routes: ``GET /journal`` (the only way to tell a real dossier from a code Lo
 and ``POST /storeDocument`` (the raw file as the body, streamed from the spool). One ``httpx.Client`` per
 worker process serves every firm. The API secret and the subscription key are ``Secret`` values: they go
 into request headers and nowhere else (not in reprs, logs or task messages); the firm's domain is not sent
-at all (no public route uses it), it only names the partner e-mail sent as ``uploadAuthor``.
+at all (no public route uses it), it only names the partner e-mail sent as ``uploadAuthor``. Both routes go
+through the shared send loop (``pipeline.http``) with Loop's auth and error table.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pipeline.cegid.errors import (
-    DepositOutcomeUnknown,
-    MalformedResponse,
-    SpoolUnreadable,
-    deposit_error,
-    error_from_response,
-    read_error,
-)
+from pipeline.cegid.errors import DepositOutcomeUnknown, MalformedResponse, SpoolUnreadable, loop_errors
+from pipeline.http import FileBody, Sender, parse_json
 from pipeline.secrets import Secret
 
 DEFAULT_URL = "https://api.cegid.com/loop-api-publiques"
 DEPOSIT_MAX_BYTES = 50_000_000
-CHUNK_BYTES = 64 * 1024
 ANSWER_MAX_BYTES = 4096
 ANSWER_READ_MAX_BYTES = 64 * 1024
 UPLOAD_MODE = "API"
@@ -78,26 +71,6 @@ class Deposited:
     sent_bytes: int
 
 
-class FileBody:
-    """A spool file as a request body, read in chunks while httpx sends it (never whole in memory).
-
-    ``complete`` turns true only once the last chunk has been handed to the connection and the next one was
-    asked for: before that, the server cannot hold the whole file, so a failure means "not sent".
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sent = 0
-        self.complete = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        with self.path.open("rb") as fh:
-            while chunk := fh.read(CHUNK_BYTES):
-                yield chunk
-                self.sent += len(chunk)
-        self.complete = True
-
-
 class LoopClient:
     """The routes of the Cegid Loop contract, raising the error tree of ``pipeline.cegid.errors``."""
 
@@ -106,6 +79,7 @@ class LoopClient:
         self.creds = creds
         self.auth = LoopAuth(creds)
         self.base = creds.url.rstrip("/")
+        self.api = Sender(http, name="Cegid Loop", errors=loop_errors, base=self.base, auth=self.auth)
 
     def __repr__(self) -> str:
         return f"LoopClient(url={self.base!r}, api_key={self.creds.api_key!r})"
@@ -113,18 +87,7 @@ class LoopClient:
     def journals(self, code: str, take: int = 1, skip: int = 0) -> list[dict[str, Any]]:
         """``GET /journal?codeDossier=``: the dossier's journals (an unknown code answers an empty array)."""
         params: dict[str, Any] = {"codeDossier": code, "take": take, "skip": skip}
-        try:
-            response = self.http.get(f"{self.base}/journal", params=params, auth=self.auth)
-        except httpx.HTTPError as exc:
-            raise read_error(exc) from exc
-        if response.status_code != 200:
-            raise error_from_response(response)
-        try:
-            body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedResponse(
-                f"Cegid Loop answered /journal with {len(response.content)} bytes that are not JSON"
-            ) from exc
+        body = self.api.call("GET", "/journal", params=params).json()
         if isinstance(body, dict):  # tolerate an envelope around the array
             body = next(
                 (v for k, v in body.items() if k.lower() in ("value", "data", "items") and isinstance(v, list)), body
@@ -157,50 +120,35 @@ class LoopClient:
         body = FileBody(path)
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
         try:
-            with self.http.stream(
-                "POST", f"{self.base}/storeDocument", params=params, content=body, headers=headers, auth=self.auth
-            ) as response:
-                # Once the status line is in, the outcome is known even if the body is then cut short.
-                content, cut = _read_capped(response, ANSWER_READ_MAX_BYTES)
-        except httpx.HTTPError as exc:
-            raise deposit_error(exc, body_sent=body.complete) from exc
+            # Once the status line is in, the outcome is known even if the body is then cut short.
+            answer = self.api.call(
+                "POST",
+                "/storeDocument",
+                write=True,
+                ok=range(200, 300),
+                params=params,
+                content=body,
+                headers=headers,
+                max_bytes=ANSWER_READ_MAX_BYTES,
+                partial_ok=True,
+            )
         except OSError as exc:  # the spool file itself, read while sending
             if body.complete:
                 raise DepositOutcomeUnknown(f"reading the answer failed ({type(exc).__name__})") from exc
             raise SpoolUnreadable(f"the spool file could not be read while sending ({exc.strerror})") from exc
-        if not 200 <= response.status_code < 300:
-            raise error_from_response(response, deposit=True, content=content)
+        content = answer.content
         return Deposited(
-            status=response.status_code,
+            status=answer.status_code,
             document_id=document_id(content),
             answer=content[:ANSWER_MAX_BYTES].decode("utf-8", "replace"),
-            answer_truncated=cut or len(content) > ANSWER_MAX_BYTES,
+            answer_truncated=answer.cut or len(content) > ANSWER_MAX_BYTES,
             sent_bytes=body.sent,
         )
 
 
-def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """The start of an answer's body (at most ``limit`` bytes), and whether it was cut short or capped."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_bytes():
-            parts.append(chunk[: limit - size])
-            size += len(parts[-1])
-            if size >= limit:
-                return b"".join(parts), True
-    except httpx.HTTPError:
-        return b"".join(parts), True
-    return b"".join(parts), False
-
-
 def document_id(content: bytes) -> str | None:
     """The document id in a deposit's answer, whatever its case or shape (``documentId``, ``id``, nested)."""
-    try:
-        body = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return _find_id(body, 0)
+    return _find_id(parse_json(content), 0)
 
 
 def _find_id(value: Any, depth: int) -> str | None:

@@ -187,6 +187,7 @@ def check_dossier(client: LoopClient, dossier: str, api_key: str, steps: LoopHub
         raise AuthenticationFailed(
             f"the API key {api_key!r}, its secret or the subscription key was refused — {exc.message}",
             status=exc.status,
+            hint=exc.hint,
         ) from exc
     except DossierAccessDenied as exc:
         raise DossierAccessDenied(

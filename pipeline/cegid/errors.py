@@ -1,4 +1,4 @@
-"""Cegid Loop errors, and the one table that sorts every answer into them.
+"""Cegid Loop errors, and the one table that sorts every answer into them (``loop_errors``).
 
 ::
 
@@ -6,22 +6,24 @@
     ├── TransientError                 retried, with backoff that honours Retry-After
     │   ├── LoopUnavailable            503; a request that never went out whole (refused or cut connection,
     │   │                              DNS, connect or pool timeout); 408; any 5xx on a read
-    │   ├── RateLimited                429: the gateway did not take the request
+    │   ├── RateLimited *              429: the gateway did not take the request
     │   ├── LoopTimeout                a read that got no answer in time (a read changes nothing)
-    │   ├── MalformedResponse          a read answered with something that is not the contract's JSON
+    │   ├── MalformedResponse *        a read answered with something that is not the contract's JSON
     │   └── SpoolUnreadable            the spooled file could not be read while sending (fetched again)
     ├── PermanentError                 dead-lettered at once: the document breaks a rule
-    │   ├── DocumentTooLarge           over 50,000,000 bytes (checked before sending; 413)
+    │   ├── DocumentTooLarge *         over 50,000,000 bytes (checked before sending; 413)
     │   ├── UnsupportedFileType        415 from a gateway that checks types (the deposit step skips it)
     │   ├── DepositRefused             400 or another 4xx on a deposit: refused, nothing stored
-    │   └── UnexpectedAnswer           an answer the contract does not allow
+    │   └── UnexpectedAnswer *         an answer the contract does not allow
     └── CustomerActionError            dead-lettered at once: somebody outside the hub must act
-        ├── AuthenticationFailed       401: wrong subscription key, API key or API secret
+        ├── AuthenticationFailed *     401: wrong subscription key, API key or API secret
         ├── DossierAccessDenied        403: the API key is not linked to the dossier
         ├── UnknownDossier             no journal for the code: Loop would swallow every deposit
         ├── RouteNotFound              404 on a route: the URL is not Cegid Loop's API base
         └── DepositOutcomeUnknown      the deposit went out and its answer was lost: Loop may or may not
                                        hold it and cannot be asked, so only an operator may send it again
+
+    * shared with the other providers (``pipeline.errors``), importable from here, with Loop's hints (``HINTS``)
 
 Sent or not sent decides everything for a deposit, because Loop has no idempotency and no route that lists
 what it holds: a request that never went out whole (the client knows when the last byte of the body left)
@@ -35,17 +37,28 @@ letter costs an operator one look at PIA; a silent second copy costs the client'
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
-
 import httpx
 
-from pipeline.errors import CustomerActionError, HubsyncError, PermanentError, TransientError
+from pipeline.errors import AuthenticationFailed as AuthenticationFailed
+from pipeline.errors import CustomerActionError, HubsyncError, PermanentError, TransientError, provider_hint
+from pipeline.errors import DocumentTooLarge as DocumentTooLarge
+from pipeline.errors import MalformedResponse as MalformedResponse
+from pipeline.errors import RateLimited as RateLimited
+from pipeline.errors import UnexpectedAnswer as UnexpectedAnswer
+from pipeline.http import Failure, Sent
 
 MESSAGE_MAX_CHARS = 300
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+AUTHENTICATION_HINT = (
+    "Check the API key and API secret in the administrator's account in CegidLife (and "
+    "HUBSYNC_CEGID_SUBSCRIPTION_KEY, the hub's subscription key), run `hubsync connect cegid-loop` again, "
+    "then replay."
+)
+TOO_LARGE_HINT = (
+    "Cegid Loop takes documents up to 50,000,000 bytes: attach a smaller scan in the hub and validate the "
+    "entry again, or discard this dead letter."
+)
+HINTS: dict[type[HubsyncError], str] = {AuthenticationFailed: AUTHENTICATION_HINT, DocumentTooLarge: TOO_LARGE_HINT}
+"""Loop's hints for the shared classes: the table gives them to what it sorts; a raise elsewhere passes one."""
 
 
 class LoopUnavailable(TransientError):
@@ -54,31 +67,14 @@ class LoopUnavailable(TransientError):
     default_hint = "Cegid Loop is unavailable; the hub keeps retrying. Nothing to do unless it lasts."
 
 
-class RateLimited(TransientError):
-    """Cegid Loop's gateway sheds load (429)."""
-
-
 class LoopTimeout(TransientError):
     """Cegid Loop took too long to answer a read."""
-
-
-class MalformedResponse(TransientError):
-    """A read's answer is not the JSON the contract describes."""
 
 
 class SpoolUnreadable(TransientError):
     """The document's spool file could not be read while it was being sent."""
 
     default_hint = "The hub fetches the document again and retries; nothing to do unless it lasts."
-
-
-class DocumentTooLarge(PermanentError):
-    """Cegid Loop takes files up to 50,000,000 bytes (413 above)."""
-
-    default_hint = (
-        "Cegid Loop takes documents up to 50,000,000 bytes: attach a smaller scan in the hub and validate the "
-        "entry again, or discard this dead letter."
-    )
 
 
 class UnsupportedFileType(PermanentError):
@@ -93,20 +89,6 @@ class DepositRefused(PermanentError):
     default_hint = (
         "Cegid Loop refused the request itself (its message is above); nothing was stored. Report it with this "
         "dead letter; replay once the cause is fixed."
-    )
-
-
-class UnexpectedAnswer(PermanentError):
-    """An answer the contract does not allow."""
-
-
-class AuthenticationFailed(CustomerActionError):
-    """Cegid Loop refused the subscription key, the API key or the API secret (401)."""
-
-    default_hint = (
-        "Check the API key and API secret in the administrator's account in CegidLife (and "
-        "HUBSYNC_CEGID_SUBSCRIPTION_KEY, the hub's subscription key), run `hubsync connect cegid-loop` again, "
-        "then replay."
     )
 
 
@@ -148,17 +130,10 @@ class DepositOutcomeUnknown(CustomerActionError):
     )
 
 
-def _json(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def answer_message(response: httpx.Response, content: bytes | None = None) -> str:
+def answer_message(failure: Failure) -> str:
     """The message an error answer carries, word for word (JSON ``message``, or a plain-text body), capped."""
-    raw = response.content if content is None else content
-    body = _json(raw)
+    raw = failure.body
+    body = failure.data()
     if isinstance(body, dict):
         for name in ("message", "Message", "error", "title", "detail"):
             value = body.get(name)
@@ -167,33 +142,10 @@ def answer_message(response: httpx.Response, content: bytes | None = None) -> st
         return ""
     if isinstance(body, str):
         return body.strip()[:MESSAGE_MAX_CHARS]
-    kind = response.headers.get("Content-Type", "")
+    kind = failure.headers.get("Content-Type", "")
     if kind.startswith("text/plain") or (not kind and raw[:1] not in (b"<", b"")):
         return raw.decode("utf-8", "replace").strip()[:MESSAGE_MAX_CHARS]
     return ""
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` of an answer in seconds (a number or an HTTP date), when it gives one."""
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    date_header = response.headers.get("Date")
-    try:
-        reference = parsedate_to_datetime(date_header) if date_header else None
-    except (TypeError, ValueError):
-        reference = None
-    if reference is None:
-        reference = datetime.now(UTC)
-    return max(0.0, (moment - reference).total_seconds())
 
 
 def dossier_is_unknown(message: str) -> bool:
@@ -202,14 +154,18 @@ def dossier_is_unknown(message: str) -> bool:
     return "dossier" in text and ("n'existe pas" in text or "inexistant" in text)
 
 
-def error_from_response(
-    response: httpx.Response, *, deposit: bool = False, content: bytes | None = None
-) -> HubsyncError:
-    """Sort an answer that is not a success into the error tree (``deposit``: the answer to a storeDocument)."""
-    status = response.status_code
-    message = answer_message(response, content)
-    route = response.request.url.path if response.request is not None else ""
-    detail = f"Cegid Loop answered {status}" + (f" ({message})" if message else "") + f" on {route}"
+def loop_errors(failure: Failure) -> HubsyncError:
+    """Loop's error table: an answer by its status (a deposit is a ``write``), a transport failure by how much
+    of the request left; with Loop's hints."""
+    sort = _transport if failure.exception is not None else _answer
+    return provider_hint(sort(failure), HINTS)
+
+
+def _answer(failure: Failure) -> HubsyncError:
+    status = failure.status or 0
+    deposit = failure.write
+    message = answer_message(failure)
+    detail = f"Cegid Loop answered {status}" + (f" ({message})" if message else "") + f" on {failure.path}"
     if status == 401:
         return AuthenticationFailed(f"{detail}: wrong key or secret", status=status)
     if status == 403:
@@ -223,50 +179,39 @@ def error_from_response(
     if status == 415:
         return UnsupportedFileType(detail, status=status)
     if status == 429:
-        return RateLimited(detail, status=status, retry_after=retry_after(response))
+        return RateLimited(detail, status=status, retry_after=failure.retry_after)
     if status == 503:
-        return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
+        return LoopUnavailable(detail, status=status, retry_after=failure.retry_after)
     if status == 408:
         # The server gave up reading the request: it stored nothing.
-        return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
+        return LoopUnavailable(detail, status=status, retry_after=failure.retry_after)
     if status >= 500:
         if deposit:
             return DepositOutcomeUnknown(
                 f"{detail}, after the whole document was sent: the gateway or the service may have stored it",
                 status=status,
             )
-        return LoopUnavailable(detail, status=status, retry_after=retry_after(response))
+        return LoopUnavailable(detail, status=status, retry_after=failure.retry_after)
     if deposit and 400 <= status < 500:
         return DepositRefused(detail, status=status)
     return UnexpectedAnswer(detail, status=status)
 
 
-def read_error(exc: httpx.HTTPError) -> HubsyncError:
-    """Sort a transport failure of a read: nothing was changed, so every one of them is retried."""
-    where = _where(exc)
-    if isinstance(exc, NOT_SENT):
-        return LoopUnavailable(f"cannot reach Cegid Loop ({type(exc).__name__}) on {where}")
-    if isinstance(exc, httpx.TimeoutException):
-        return LoopTimeout(f"Cegid Loop took too long to answer on {where}")
-    return LoopUnavailable(f"the connection to Cegid Loop broke ({type(exc).__name__}) on {where}")
-
-
-def deposit_error(exc: httpx.HTTPError, *, body_sent: bool) -> HubsyncError:
-    """Sort a transport failure of a deposit by whether the whole body went out before it."""
-    where = _where(exc)
-    if isinstance(exc, NOT_SENT):
-        return LoopUnavailable(f"cannot reach Cegid Loop ({type(exc).__name__}) on {where}; nothing was sent")
-    if not body_sent:
+def _transport(failure: Failure) -> HubsyncError:
+    # A read changes nothing, so every failure of one is retried; a deposit by whether its body went out whole.
+    name, where = type(failure.exception).__name__, failure.path
+    if failure.sent is Sent.NOTHING:
+        nothing = "; nothing was sent" if failure.write else ""
+        return LoopUnavailable(f"cannot reach Cegid Loop ({name}) on {where}{nothing}")
+    if not failure.write:
+        if isinstance(failure.exception, httpx.TimeoutException):
+            return LoopTimeout(f"Cegid Loop took too long to answer on {where}")
+        return LoopUnavailable(f"the connection to Cegid Loop broke ({name}) on {where}")
+    if failure.sent is Sent.PART:
         return LoopUnavailable(
-            f"the connection to Cegid Loop broke while the document was being sent ({type(exc).__name__}) on "
+            f"the connection to Cegid Loop broke while the document was being sent ({name}) on "
             f"{where}; it never went out whole, so Loop cannot have stored it"
         )
-    what = "no answer came in time" if isinstance(exc, httpx.TimeoutException) else "the connection was cut"
-    return DepositOutcomeUnknown(f"the document went out whole, then {what} ({type(exc).__name__}) on {where}")
-
-
-def _where(exc: httpx.HTTPError) -> str:
-    try:
-        return str(exc.request.url.path)
-    except RuntimeError:
-        return "Cegid Loop"
+    timed_out = isinstance(failure.exception, httpx.TimeoutException)
+    what = "no answer came in time" if timed_out else "the connection was cut"
+    return DepositOutcomeUnknown(f"the document went out whole, then {what} ({name}) on {where}")

@@ -33,7 +33,7 @@ from typing import Any
 from pipeline import documents, runtime
 from pipeline.cegid.client import DEPOSIT_MAX_BYTES, Deposited
 from pipeline.cegid.connect import LoopContext, context
-from pipeline.cegid.errors import DepositOutcomeUnknown, DocumentTooLarge, UnsupportedFileType
+from pipeline.cegid.errors import TOO_LARGE_HINT, DepositOutcomeUnknown, DocumentTooLarge, UnsupportedFileType
 from pipeline.cegid.mapping import deposit_filename, transaction, unique_key
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, PermanentError
@@ -143,7 +143,9 @@ def check(store: Store, rec: Record) -> None:
         return
     size = path.stat().st_size
     if size > DEPOSIT_MAX_BYTES:
-        raise DocumentTooLarge(f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}")
+        raise DocumentTooLarge(
+            f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}", hint=TOO_LARGE_HINT
+        )
     store.update_doc(rec.id, doc.id, content_type=kind, size=size, checked=True)
 
 
@@ -283,7 +285,9 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
     path = _ensure_spooled(store, fresh, doc)
     size = path.stat().st_size
     if size > DEPOSIT_MAX_BYTES:
-        raise DocumentTooLarge(f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}")
+        raise DocumentTooLarge(
+            f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}", hint=TOO_LARGE_HINT
+        )
     sent_at = now()
     store.update_doc(rid, doc.id, sending={"at": sent_at, "generation": fresh.generation, "context": ctx.dossier})
     store.update(rid, post_started_at=sent_at)

@@ -327,6 +327,7 @@ def test_a_file_over_50_000_000_bytes_is_refused_before_anything_is_sent(world: 
         path.unlink()
     assert outcome.action == "dead"
     assert world.store.record(rid).last_error["error_class"] == "DocumentTooLarge"
+    assert "Cegid Loop takes documents up to 50,000,000 bytes" in world.store.record(rid).last_error["hint"]
     assert world.deposits_in(dossier) == 0
 
 

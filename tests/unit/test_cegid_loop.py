@@ -250,6 +250,15 @@ def test_429_and_503_carry_retry_after_in_seconds_or_as_a_date(tmp_path: Path) -
     assert down.value.retry_after == 30.0
 
 
+def test_a_refused_key_and_a_file_too_large_carry_loops_own_hints(tmp_path: Path) -> None:
+    with pytest.raises(errors.AuthenticationFailed) as wrong:
+        _mock(_answer(401)).journals("D1")
+    assert "hubsync connect cegid-loop" in wrong.value.hint and "ACD" not in wrong.value.hint
+    with pytest.raises(errors.DocumentTooLarge) as big:
+        _mock(_answer(413)).store_document("D1", "x.pdf", _pdf(tmp_path), "application/pdf")
+    assert "Cegid Loop takes documents up to 50,000,000 bytes" in big.value.hint
+
+
 def _raising(exc_type: type[httpx.HTTPError], read_body: bool) -> Any:
     def handler(request: httpx.Request) -> httpx.Response:
         if read_body:
