@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.errors import CustomerActionError, PermanentError, TransientError
+from pipeline.errors import CustomerActionError, HubsyncError, PermanentError, TransientError
+from pipeline.http import Failure, Sender
 
 CHUNK_BYTES = 64 * 1024
 
@@ -145,41 +146,23 @@ def fetch(
     fd, tmp_name = tempfile.mkstemp(dir=spool_dir, prefix=".part-")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with http.stream("GET", url, follow_redirects=False) as response:
-                    if response.status_code in (404, 410, 401, 403) or 300 <= response.status_code < 400:
-                        raise DocumentUnavailable(
-                            f"the document store answered {response.status_code} for {_safe_url(url)}",
-                            status=response.status_code,
-                        )
-                    if response.status_code == 429 or response.status_code >= 500:
-                        retry_after = response.headers.get("Retry-After")
-                        raise DocumentStoreUnavailable(
-                            f"the document store answered {response.status_code}",
-                            status=response.status_code,
-                            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-                        )
-                    if response.status_code != 200:
-                        raise DocumentUnavailable(
-                            f"the document store answered {response.status_code} for {_safe_url(url)}",
-                            status=response.status_code,
-                        )
-                    declared = response.headers.get("Content-Length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise DocumentTooBig(
-                            f"the document has {int(declared)} bytes, over the {max_bytes} limit", hint=too_big_hint
-                        )
-                    for chunk in response.iter_bytes(CHUNK_BYTES):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise DocumentTooBig(f"the document is over the {max_bytes}-byte limit", hint=too_big_hint)
-                        if len(head) < 1024:
-                            head += chunk[: 1024 - len(head)]
-                        digest.update(chunk)
-                        out.write(chunk)
-            except httpx.HTTPError as exc:
-                raise DocumentStoreUnavailable(f"fetching {_safe_url(url)} failed ({type(exc).__name__})") from exc
+        with (
+            os.fdopen(fd, "wb") as out,
+            Sender(http, name="the document store", errors=store_errors).stream("GET", url) as response,
+        ):
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise DocumentTooBig(
+                    f"the document has {int(declared)} bytes, over the {max_bytes} limit", hint=too_big_hint
+                )
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DocumentTooBig(f"the document is over the {max_bytes}-byte limit", hint=too_big_hint)
+                if len(head) < 1024:
+                    head += chunk[: 1024 - len(head)]
+                digest.update(chunk)
+                out.write(chunk)
         sha = digest.hexdigest()
         if expected_size is not None and size != expected_size:
             raise DocumentMismatch(f"the document has {size} bytes, the event announced {expected_size}")
@@ -190,6 +173,20 @@ def fetch(
         return Fetched(final, size, sha, sniff_type(head) or "application/octet-stream")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def store_errors(failure: Failure) -> HubsyncError:
+    """The document store's error table: an outage or a load-shedding answer waits; any other answer (a redirect,
+    never followed, included) means the document cannot be had."""
+    where = _safe_url(str(failure.url))
+    if failure.exception is not None:
+        return DocumentStoreUnavailable(f"fetching {where} failed ({type(failure.exception).__name__})")
+    status = failure.status or 0
+    if status == 429 or status >= 500:
+        return DocumentStoreUnavailable(
+            f"the document store answered {status}", status=status, retry_after=failure.retry_after
+        )
+    return DocumentUnavailable(f"the document store answered {status} for {where}", status=status)
 
 
 def _safe_url(url: str) -> str:
