@@ -73,7 +73,8 @@ any), ``ged_tree``, ``ged_denied_folders`` (folder ids whose subtree the API acc
 Python interface: ``entries``, ``documents``, ``accounts``, ``add_account``, ``calls``, ``logins``,
 ``session_opens``, ``fec_requests``, ``set_password``, ``expire_tokens``, ``restart`` (every token and
 session of a firm dropped, as a server restart does), ``set_fault``/``clear_faults``/``faults``, ``state``,
-``reset``, ``api_base``, ``browser_path``. Admin routes under ``/_sandbox/acd``: ``faults`` (GET, POST,
+``snapshot``/``restore`` (what the servers hold for good, as JSON, and back), ``reset``, ``api_base``,
+``browser_path``. Admin routes under ``/_sandbox/acd``: ``faults`` (GET, POST,
 DELETE; per firm under ``/{firm}/faults``), ``settings`` (``index_lag_seconds``, ``fec_seconds_per_line``,
 ``token_lifetime_seconds``, ``token_idle_seconds``: attributes of the sandbox too),
 ``restart``, and per firm ``state``, ``expire-tokens``, ``restart``, ``accounts``. Faults match the route
@@ -773,12 +774,56 @@ class AcdSandbox:
                 "faults": [f.to_dict() for f in state.faults.active()],
             }
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the firms' servers keep on disk, as JSON-ready data for ``restore``: each firm as it stands (API
+        passwords, dossiers with the accounts created since), each dossier's entries and GED documents, and the
+        numbers the next entry and document get. Amounts are strings with their exact digits."""
+        with self._lock:
+            states = list(self._firms.values())
+        firms = []
+        for state in states:
+            with state.lock:
+                firms.append(
+                    {
+                        "firm": state.firm.to_dict(),
+                        "next_document_id": state.next_document_id,
+                        "dossiers": {
+                            code: {
+                                "entries": _plain(ds.entries),
+                                "documents": copy.deepcopy(ds.documents),
+                                "next_ecriture_num": ds.next_ecriture_num,
+                            }
+                            for code, ds in state.dossiers.items()
+                        },
+                    }
+                )
+        return {"firms": firms}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Hold what ``snapshot`` saw, as servers restarted on the same databases: its firms, their accounts,
+        entries and documents, numbered on from there; no token, session, lockout, fault or call survives.
+        ``reset`` still goes back to the seed the sandbox was built with."""
+        firms: dict[str, _FirmState] = {}
+        for item in snapshot["firms"]:
+            state = _FirmState(AcdFirm.from_dict(item["firm"]), self._rng)
+            state.next_document_id = int(item["next_document_id"])
+            for code, saved in dict(item["dossiers"]).items():
+                ds = state.dossiers[code]
+                ds.entries = [_stored_entry(entry) for entry in saved["entries"]]
+                ds.documents = copy.deepcopy(list(saved["documents"]))
+                ds.next_ecriture_num = int(saved["next_ecriture_num"])
+            firms[state.name] = state
+        with self._lock:
+            self._firms = firms
+            self._by_prefix = {name.casefold(): name for name in firms}
+
     def reset(self) -> None:
         """Back to the seed state: entries, documents, accounts, faults, tokens, lockouts, counters, call logs."""
         with self._lock:
             self._rng.seed(self._seed)
             self._global_faults = _acd_switch(self._rng)
             self._firms = {name: _FirmState(firm, self._rng) for name, firm in self._seed_firms.items()}
+            self._by_prefix = {name.casefold(): name for name in self._firms}
 
     # -- HTTP: dispatch and faults ---------------------------------------------------------------
 
@@ -1561,6 +1606,29 @@ def _folder_node(tree: list[dict[str, Any]], folder: int) -> dict[str, Any] | No
         if found is not None:
             return found
     return None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every ``Decimal`` written as a string of its exact digits (JSON-ready)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _stored_entry(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored entry from its ``snapshot`` form: amounts back to what the server parsed (``Decimal``)."""
+    entry = copy.deepcopy(dict(saved))
+    entry["committed_at"] = float(entry["committed_at"])
+    for line in entry["LignesEcriture"]:
+        for split in [line, *line.get("Analytiques", [])]:
+            for name in ("Debit", "Credit"):
+                if isinstance(split.get(name), str | float):
+                    split[name] = Decimal(str(split[name]))
+    return entry
 
 
 # -- the FEC -------------------------------------------------------------------------------------

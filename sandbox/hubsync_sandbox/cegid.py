@@ -8,7 +8,8 @@ content is accepted with 200 and ``{"documentId", "fileName", "status": "Receive
 ``context`` or ``filename`` (400), a body over 50,000,000 bytes (413, read streamed), a bad key (401) and a
 known dossier the key does not reach (403) are refused. Every deposit is kept as what it received — query
 parameters, ``Content-Type``, size, SHA-256 and the type its first bytes show — never the bytes, and shown
-per dossier (deposits into unknown contexts included) by ``deposits()`` and ``GET /_sandbox/cegid/state``.
+per dossier (deposits into unknown contexts included) by ``deposits()`` and ``GET /_sandbox/cegid/state``;
+``snapshot`` and ``restore`` carry keys, dossiers and deposits through a JSON file.
 Faults (``hubsync_sandbox.faults``): ``rate_limit`` (429 with ``Retry-After``), ``drop_after_commit`` (the
 deposit is kept, then the connection is cut), ``off`` (down), ``slow``, ``status``, ``garbage``.
 """
@@ -181,6 +182,44 @@ class CegidLoopSandbox:
         """Back to the seed: no deposits, no faults, no calls."""
         with self._lock:
             self._state = _State(self._seed)
+        self._faults.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What Loop keeps, as JSON-ready data for ``restore``: subscription and API keys, dossiers (journals,
+        accounts, linked keys) and every deposit received."""
+        with self._lock:
+            seed = self._state.seed
+            return {
+                "subscription_keys": sorted(seed.subscription_keys),
+                "api_keys": dict(seed.api_keys),
+                "dossiers": [
+                    {
+                        "code": d.code,
+                        "nom": d.nom,
+                        "api_keys": sorted(d.api_keys),
+                        "journals": copy.deepcopy(d.journals),
+                        "comptes": copy.deepcopy(d.comptes),
+                    }
+                    for d in self._state.dossiers.values()
+                ],
+                "deposits": copy.deepcopy(self._state.deposits),
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Hold what ``snapshot`` saw (keys, dossiers, deposits), with no fault and no call; ``reset`` still goes
+        back to the seed the sandbox was built with."""
+        seed = LoopSeed(
+            subscription_keys=set(snapshot["subscription_keys"]),
+            api_keys=dict(snapshot["api_keys"]),
+            dossiers=[
+                LoopDossier(d["code"], d["nom"], set(d["api_keys"]), list(d["journals"]), list(d["comptes"]))
+                for d in snapshot["dossiers"]
+            ],
+        )
+        state = _State(seed)
+        state.deposits = copy.deepcopy(list(snapshot["deposits"]))
+        with self._lock:
+            self._state = state
         self._faults.clear()
 
     def state(self) -> dict[str, Any]:

@@ -3,11 +3,13 @@
 ``GET /docs/{doc_id}`` answers the document with ``Content-Length`` and ``Content-Type``; a query string
 (``?token=…``) is accepted and ignored, an unknown document is a 404. Documents can be held in memory
 (``put``), read from disk (``put_file``), or generated on the fly (``put_generated``: deterministic bytes of
-any size, never built whole in memory). Bodies are always streamed in chunks.
+any size, never built whole in memory). Bodies are always streamed in chunks. ``snapshot`` and ``restore`` carry
+the documents (their bytes in base64, a generated one as its size and seed) through a JSON file.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -205,6 +207,39 @@ class DocStore:
         """How many requests arrived for ``doc_id`` (faulted ones included)."""
         with self._lock:
             return self._hits[doc_id]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every document as JSON-ready data for ``restore``: id, type, file name, and its bytes in base64 (a
+        generated one: its size and seed)."""
+        with self._lock:
+            documents = list(self._docs.values())
+        out = []
+        for document in documents:
+            item: dict[str, Any] = {
+                "id": document.doc_id,
+                "content_type": document.content_type,
+                "filename": document.filename,
+                "sha256": document.sha256,
+            }
+            if document.data is None and document.path is None:
+                item |= {"size": document.size, "generated_seed": document.generated_seed}
+            else:
+                item["base64"] = base64.b64encode(b"".join(document.chunks())).decode("ascii")
+            out.append(item)
+        return {"documents": out}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Serve the documents of ``snapshot`` (besides any already stored); raises ``ValueError`` when one's bytes
+        no longer match the SHA-256 it was saved with."""
+        for item in snapshot["documents"]:
+            if "base64" in item:
+                info = self.put(item["id"], base64.b64decode(item["base64"]), item["content_type"], item["filename"])
+            else:
+                info = self.put_generated(
+                    item["id"], int(item["size"]), item["content_type"], item["filename"], item["generated_seed"]
+                )
+            if info["sha256"] != item["sha256"]:
+                raise ValueError(f"document {item['id']} restored with other bytes than it was saved with")
 
     def set_fault(self, fault: Fault) -> None:
         """Activate ``fault`` after those already active (``route`` matches the path after ``/docs``)."""

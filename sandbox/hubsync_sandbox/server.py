@@ -11,7 +11,8 @@ Layout (one port):
 
 Another sandbox is one ``mount(name, app)`` away: the app answers ``/{name}/...``; if it has an
 ``admin_router()`` its admin routes appear under ``/_sandbox/{name}``; if it has ``reset()``, ``POST
-/_sandbox/reset`` calls it; if it has ``bind_url(base_url)``, it is told its public URL.
+/_sandbox/reset`` calls it; if it has ``bind_url(base_url)``, it is told its public URL; if it has ``snapshot()``
+and ``restore(data)``, ``snapshot`` and ``restore`` carry its state (keyed by its name) through a JSON file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from hubsync_sandbox.docstore import DocStore
@@ -44,6 +45,13 @@ class _Resettable(Protocol):
 @runtime_checkable
 class _Bindable(Protocol):
     def bind_url(self, base_url: str) -> None: ...
+
+
+@runtime_checkable
+class _Snapshots(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, snapshot: dict[str, Any]) -> None: ...
 
 
 class SandboxServer:
@@ -108,6 +116,18 @@ class SandboxServer:
         for app in self._apps.values():
             if isinstance(app, _Resettable):
                 app.reset()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """The state of every app that can save it, by app name, JSON-ready (for ``restore``)."""
+        return {name: app.snapshot() for name, app in self._apps.items() if isinstance(app, _Snapshots)}
+
+    def restore(self, snapshot: Mapping[str, dict[str, Any]]) -> None:
+        """Give each app the state ``snapshot`` saved for it; raises ``KeyError`` for an app not mounted here."""
+        for name, saved in snapshot.items():
+            app = self._apps.get(name)
+            if not isinstance(app, _Snapshots):
+                raise KeyError(f"no sandbox app that can restore a snapshot is mounted at /{name}")
+            app.restore(saved)
 
     def _reset(self, request: Request) -> Response:
         self.reset()
