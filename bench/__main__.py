@@ -226,13 +226,7 @@ def publish(world: Bed, events: list[dict[str, Any]], rate: float | None = None)
 
 def fields(world: Bed, rids: list[str], *names: str) -> list[list[str | None]]:
     """``names`` of each record, read in pipelined chunks."""
-    out: list[list[str | None]] = []
-    for i in range(0, len(rids), 5000):
-        pipe = world.store.r.pipeline(transaction=False)
-        for r in rids[i : i + 5000]:
-            pipe.hmget(f"hubsync:rec:{{{r}}}", list(names))
-        out.extend(pipe.execute())
-    return out
+    return world.store.records.fields_of_many(rids, *names)
 
 
 def wait_confirmed(world: Bed, rids: list[str], timeout: float, label: str, quiet: bool = False) -> dict[str, float]:
@@ -415,7 +409,7 @@ def measure_big_document(world: Bed, procs: list[Any], args: argparse.Namespace,
     publish(world, [event])
     confirmed = wait_confirmed(world, [rid(event)], args.timeout, f"{size_mb} MB document", quiet=True)
     growth = max(peak_rss(pid) - before[pid] for pid in before)
-    rec = world.store.record(rid(event))
+    rec = world.store.records.get(rid(event))
     fetched = bool(rec and rec.docs.get(doc_id, {}).get("sha256"))
     outcome = "landed" if confirmed else f"dead-lettered: {(rec.last_error or {}).get('error_class') if rec else '?'}"
     result = {

@@ -119,11 +119,13 @@ def measure(docs: Any, loop: Any, pid: int, sizes: list[int], timeout: float) ->
         before = rss(pid)
         started = time.monotonic()
         run_export(store, cf, enqueue)
-        while store.fields(rid, "state")[0] not in ("exported", "skipped", "dead") and time.monotonic() < deadline:
+        while (
+            store.records.fields(rid, "state")[0] not in ("exported", "skipped", "dead") and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         took = time.monotonic() - started
         growth = peak_rss(pid) - before
-        rec = store.record(rid)
+        rec = store.records.get(rid)
         received = [d for d in loop.sandbox.deposits("DUPONT01") if d["sha256"] == info["sha256"]]
         same = bool(received) and received[0]["size"] == size
         if n == 0:

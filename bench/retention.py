@@ -32,12 +32,12 @@ import redis
 from hubsync_sandbox.embedded import EmbeddedRedis
 from hubsync_sandbox.samples import document_ref, sample_entry, sample_event
 from pipeline import runtime
-from pipeline import store as store_module
 from pipeline.acd.mapping import map_entry
 from pipeline.config import reset_settings
 from pipeline.deadletters import dead_letter_record
 from pipeline.errors import PermanentError
-from pipeline.store import Connection, Store, record_id
+from pipeline.store import Connection, Store, keys, record_id
+from pipeline.store.models import use_clock
 from schemas.event import load_event
 
 DAY = 86400.0
@@ -100,30 +100,30 @@ def write_settled_entry(store: Store, n: int, cf: str, clock: Clock, at: float) 
     clock.at = at
     event = _event(n, cf)
     rid = record_id("acd", cf, event["entry"]["id"])
-    store.create_record(rid, event, event["event_id"])
-    store.mark_event(event["event_id"], "done")
-    store.update(rid, enqueued_event=event["event_id"])
+    store.records.create(rid, event, event["event_id"])
+    store.events.mark(event["event_id"], "done")
+    store.records.update(rid, enqueued_event=event["event_id"])
     doc = event["documents"][0]
     meta = {"sha256": doc["sha256"], "size": doc["size"], "content_type": "application/pdf", "filename": "r.pdf"}
     # what update_doc writes, without its read (the bench writes through a pipeline)
-    store.update(rid, **{f"doc:{doc['id']}": meta})
-    store.update(rid, state="received", step="fetch", retry_since=None, next_retry_at=None)
-    ack = store.allocate_ack(SCOPE, rid)
-    store.update(rid, ack=ack)
+    store.records.update(rid, **{f"doc:{doc['id']}": meta})
+    store.records.update(rid, state="received", step="fetch", retry_since=None, next_retry_at=None)
+    ack = store.acks.allocate(SCOPE, rid)
+    store.records.update(rid, ack=ack)
     meta.update(name=f"{ack}-{event['entry']['id']}-{doc['id']}-0123456789.pdf", ged_id=n)
-    store.update(rid, **{f"doc:{doc['id']}": meta})
-    store.update(rid, state="received", step="rename", retry_since=None, next_retry_at=None)
-    store.update(rid, payload=_payload(n, ack))
-    store.update(rid, state="received", step="map", retry_since=None, next_retry_at=None)
-    store.update(rid, post_started_at=at)
-    store.update(rid, posted_at=at, post_started_at=None, state="posted")
-    store.add_attempt(rid, {"step": "post", "outcome": "posted"})
-    store.update(rid, state="posted", step="post", retry_since=None, next_retry_at=None)
+    store.records.update(rid, **{f"doc:{doc['id']}": meta})
+    store.records.update(rid, state="received", step="rename", retry_since=None, next_retry_at=None)
+    store.records.update(rid, payload=_payload(n, ack))
+    store.records.update(rid, state="received", step="map", retry_since=None, next_retry_at=None)
+    store.records.update(rid, post_started_at=at)
+    store.records.update(rid, posted_at=at, post_started_at=None, state="posted")
+    store.records.add_attempt(rid, {"step": "post", "outcome": "posted"})
+    store.records.update(rid, state="posted", step="post", retry_since=None, next_retry_at=None)
     # the shared FEC read's outcome, then the confirmation with ACD's EcritureNum
-    store.update(rid, fec_checked_at=at + 5.0, fec_found=[str(100_000 + n)])
-    store.update(rid, provider_id=str(100_000 + n), confirmed_at=at + 5.0, state="confirmed")
-    store.add_attempt(rid, {"step": "confirm", "outcome": "confirmed", "provider_id": 100_000 + n})
-    store.update(rid, state="confirmed", step="confirm", retry_since=None, next_retry_at=None)
+    store.records.update(rid, fec_checked_at=at + 5.0, fec_found=[str(100_000 + n)])
+    store.records.update(rid, provider_id=str(100_000 + n), confirmed_at=at + 5.0, state="confirmed")
+    store.records.add_attempt(rid, {"step": "confirm", "outcome": "confirmed", "provider_id": 100_000 + n})
+    store.records.update(rid, state="confirmed", step="confirm", retry_since=None, next_retry_at=None)
     return rid
 
 
@@ -134,7 +134,7 @@ def fill(url: str, first: int, count: int, clock: Clock, times: Callable[[int], 
     for start in range(first, first + count, batch):
         pipe = client.pipeline(transaction=False)
         bulk = Store(pipe)
-        bulk.trim_on_settle = False  # trimmed per batch below, with the real store
+        bulk.retention.trim_on_settle = False  # trimmed per batch below, with the real store
         for n in range(start, min(start + batch, first + count)):
             write_settled_entry(bulk, n, f"cf_{n % CLIENT_FILES:03d}", clock, times(n))
         pipe.execute()
@@ -148,14 +148,14 @@ def fill_lean(url: str, first: int, count: int, clock: Clock, times: Callable[[i
     for start in range(first, first + count, 1000):
         pipe = client.pipeline(transaction=False)
         bulk = Store(pipe)
-        bulk.trim_on_settle = False
+        bulk.retention.trim_on_settle = False
         for n in range(start, min(start + 1000, first + count)):
             clock.at = at = times(n)
             cf = f"cf_{n % CLIENT_FILES:03d}"
             rid = record_id("acd", cf, f"ent_{n:09d}")
-            bulk.create_record(rid, {"entry": {"id": f"ent_{n:09d}"}}, f"evt_{n:09d}")
-            bulk.mark_event(f"evt_{n:09d}", "done")
-            bulk.update(
+            bulk.records.create(rid, {"entry": {"id": f"ent_{n:09d}"}}, f"evt_{n:09d}")
+            bulk.events.mark(f"evt_{n:09d}", "done")
+            bulk.records.update(
                 rid, state="confirmed", step="confirm", ack="ABCD", provider_id=n, posted_at=at, confirmed_at=at
             )
         pipe.execute()
@@ -179,14 +179,14 @@ def measure_memory(url: str, entries: int, report: Callable[[str], None]) -> dic
     store = Store.from_url(url)
     clock = Clock()
     real_now = time.time()
-    store_module.now = clock
+    use_clock(clock)
     try:
         store.r.flushdb()
         base = _settle_down(store.r)
         fill(url, 0, entries, clock, lambda n: real_now - DAY + n * 0.001)
         inside = _settle_down(store.r)
         sample = record_id("acd", "cf_000", "ent_000000000")
-        record_bytes = int(store.r.memory_usage(f"hubsync:rec:{{{sample}}}", samples=0) or 0)
+        record_bytes = int(store.r.memory_usage(keys.record(sample), samples=0) or 0)
 
         store.r.flushdb()
         base_after = _settle_down(store.r)
@@ -195,12 +195,12 @@ def measure_memory(url: str, entries: int, report: Callable[[str], None]) -> dic
             count = min(500, entries - first)
             fill(url, first, count, clock, lambda n: real_now - 40 * DAY + n * 0.001)
             clock.at = real_now
-            trimmed += store.trim_expired(at=real_now, limit=10_000)
+            trimmed += store.retention.trim_expired(at=real_now, limit=10_000)
         after = _settle_down(store.r)
-        for key in store.r.scan_iter("hubsync:event:*", count=1000):
+        for key in store.r.scan_iter(keys.event("*"), count=1000):
             store.r.delete(key)
         after_90 = _settle_down(store.r)
-        example = store.r.hget("hubsync:kept:acd:cf_000", "ent_000000000")
+        example = store.r.hget(keys.kept(keys.group("acd", "cf_000")), "ent_000000000")
         breakdown = {}
         for prefix in ("hubsync:kept:*", "hubsync:ack:*", "hubsync:idx*", "hubsync:states", "hubsync:entry:*"):
             breakdown[prefix] = round(
@@ -209,7 +209,7 @@ def measure_memory(url: str, entries: int, report: Callable[[str], None]) -> dic
                 1,
             )
     finally:
-        store_module.now = time.time
+        use_clock(None)
     figures = {
         "entries": entries,
         "trimmed": trimmed,
@@ -261,12 +261,12 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
     store = Store.from_url(url)
     store.r.flushdb()
     for i in range(CLIENT_FILES):
-        store.save_connection(
+        store.connections.save(
             Connection("acd", f"cf_{i:03d}", {"url": "https://cabinet.example/iSuiteExpert", "dossier": "DUPONT01"})
         )
     clock = Clock()
     real_now = time.time()
-    store_module.now = clock
+    use_clock(clock)
     spread = 365 * DAY
     written = 0
     fill_seconds = 0.0
@@ -277,7 +277,7 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
             started = time.monotonic()
             fill_lean(url, written, count, clock, lambda n: real_now - spread + spread * n / size)
             clock.at = real_now
-            while store.trim_expired(at=real_now, limit=2000) == 2000:
+            while store.retention.trim_expired(at=real_now, limit=2000) == 2000:
                 pass
             fill_seconds += time.monotonic() - started
             written += count
@@ -285,14 +285,14 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
         for n in range(0, size, max(1, size // max(DEAD_LETTERS_MIN, size // 1000))):
             cf = f"cf_{n % CLIENT_FILES:03d}"
             rid = record_id("acd", cf, f"ent_dead_{n:09d}")
-            rec = store.create_record(rid, _event(n, cf), f"evt_dead_{n}")
-            store.add_attempt(rid, {"step": "post", "outcome": "dead", "error_class": "BenchRefusal"})
+            rec = store.records.create(rid, _event(n, cf), f"evt_dead_{n}")
+            store.records.add_attempt(rid, {"step": "post", "outcome": "dead", "error_class": "BenchRefusal"})
             dead_letter_record(store, rec, "post", BenchRefusal(f"entry {n} refused"))
     finally:
-        store_module.now = time.time
-    states = store.all_states()
+        use_clock(None)
+    states = store.records.all_states()
     total = sum(sum(counts.values()) for counts in states.values())
-    full = sum(int(store.r.scard(f"hubsync:idx:acd:cf_{i:03d}")) for i in range(CLIENT_FILES))
+    full = sum(int(store.r.scard(keys.index(keys.group("acd", f"cf_{i:03d}")))) for i in range(CLIENT_FILES))
 
     os.environ["HUBSYNC_REDIS_URL"] = url
     reset_settings()
@@ -322,7 +322,7 @@ def measure_reads(url: str, size: int, repeats: int, report: Callable[[str], Non
     figures = {
         "records": total,
         "full_records": full,
-        "dead_letters_open": store.dead_letters_open(),
+        "dead_letters_open": store.dead_letters.open_count(),
         "fill_entries_per_second": round(size / fill_seconds),
         "redis_used_bytes": used_memory(store.r),
         "status_seconds": _median_seconds(status, repeats),

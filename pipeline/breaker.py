@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from pipeline.errors import ServerConsideredDown
-from pipeline.store import P, Store, now
+from pipeline.store import Store, now
 
 
 class Breaker:
@@ -21,7 +21,6 @@ class Breaker:
         self, store: Store, name: str, threshold: int, cooldown_seconds: float, probe_ttl_seconds: float
     ) -> None:
         self.store = store
-        self.key = f"{P}:breaker:{name}"
         self.name = name
         self.threshold = threshold
         self.cooldown = cooldown_seconds
@@ -29,38 +28,32 @@ class Breaker:
 
     def before_call(self) -> None:
         """Raise ``ServerConsideredDown`` unless the server may be called now (closed, or our turn to probe)."""
-        open_until = self.store.r.hget(self.key, "open_until")
+        open_until = self.store.breakers.open_until(self.name)
         if not open_until:
             return
-        wait = float(open_until) - now()
+        wait = open_until - now()
         if wait > 0:
             raise ServerConsideredDown(
                 f"{self.name} failed repeatedly; calls held back for {wait:.0f}s more",
                 retry_after=wait + random.uniform(0, min(5.0, self.cooldown / 2)),
             )
-        if not self.store.r.set(f"{self.key}:probe", "1", nx=True, px=int(self.probe_ttl * 1000)):
+        if not self.store.breakers.take_probe(self.name, self.probe_ttl):
             raise ServerConsideredDown(
                 f"{self.name} is being probed", retry_after=random.uniform(1.0, max(1.5, self.cooldown / 3))
             )
 
     def success(self) -> None:
         """The server answered: close the breaker."""
-        if self.store.r.exists(self.key):
-            self.store.r.delete(self.key, f"{self.key}:probe")
+        self.store.breakers.close(self.name)
 
     def failure(self) -> None:
         """The server failed (off, 5xx, timeout): count, and open at the threshold."""
-        pipe = self.store.r.pipeline(transaction=False)
-        pipe.hincrby(self.key, "failures", 1)
-        pipe.hget(self.key, "open_until")
-        failures, _open_until = pipe.execute()
-        if int(failures) >= self.threshold:
-            self.store.r.hset(self.key, mapping={"open_until": now() + self.cooldown, "opened_at": now()})
-            self.store.r.delete(f"{self.key}:probe")
+        if self.store.breakers.fail(self.name) >= self.threshold:
+            self.store.breakers.open(self.name, now() + self.cooldown, now())
 
     def state(self) -> dict[str, float | int | str]:
         """``closed``/``open``/``half-open`` with the failure count, for status and the dashboard."""
-        h = self.store.r.hgetall(self.key)
+        h = self.store.breakers.state(self.name)
         if not h:
             return {"state": "closed", "failures": 0}
         open_until = float(h.get("open_until") or 0)

@@ -41,7 +41,7 @@ def _store() -> Any:
 
     store = runtime.store()
     try:
-        store.r.ping()
+        store.ping()
     except (redis.RedisError, OSError) as exc:
         fail(f"cannot reach Redis at {_safe_redis_url()} ({type(exc).__name__}); set HUBSYNC_REDIS_URL")
     return store
@@ -352,10 +352,10 @@ def disconnect(provider: str, client_file: str) -> None:
         for line in gone.lines():
             click.echo(line)
         return
-    conn = store.delete_connection(client_file, provider)
+    conn = store.connections.delete(client_file, provider)
     if conn is None:
         fail(f"client file {client_file} has no {provider} connection")
-    records = len(store.record_ids(provider, client_file))
+    records = len(store.records.ids(provider, client_file))
     click.echo(f"Disconnected {client_file} from ACD dossier {conn.params.get('dossier', '')}.")
     click.echo("  removed: the connection (server, CNX, API code, dossier) with its sealed password")
     click.echo(f"  kept: {records} record(s) and their history; connect again with `hubsync connect acd`")
@@ -388,7 +388,7 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
 
     store = _store()
     files = [client_file] if client_file else connected_client_files(store)
-    if client_file and store.connection(client_file, "cegid_loop") is None:
+    if client_file and store.connections.get(client_file, "cegid_loop") is None:
         fail(f"client file {client_file} has no Cegid Loop connection (hubsync connect cegid-loop)")
     results = []
     refused: dict[str, str] = {}
@@ -404,11 +404,11 @@ def export_cegid_loop(client_file: str | None, wait: bool, timeout: float, as_js
     deadline = time.monotonic() + timeout
     settled = ("exported", "skipped", "dead")
     while wait and time.monotonic() < deadline:
-        states = [store.fields(rid, "state")[0] for rid in taken]
+        states = [store.records.fields(rid, "state")[0] for rid in taken]
         if all(state is None or state in settled for state in states):
             break
         time.sleep(0.5)
-    records = [rec for rec in (store.record(rid) for rid in taken) if rec is not None]
+    records = [rec for rec in (store.records.get(rid) for rid in taken) if rec is not None]
     counts = {state: sum(1 for rec in records if rec.state == state) for state in settled}
     counts["waiting"] = len(records) - sum(counts[s] for s in settled)
     unknown = [rec for rec in records if rec.state == "dead" and _outcome_unknown(rec)]
@@ -602,10 +602,10 @@ def status(as_json: bool, recount: bool) -> None:
     if recount:
         store.recount()
     groups: dict[str, dict[str, Any]] = {}
-    for (provider, client_file), counts in store.all_states().items():
+    for (provider, client_file), counts in store.records.all_states().items():
         groups.setdefault(provider, {})[client_file] = counts
     connections = []
-    for conn in store.connections():
+    for conn in store.connections.all():
         item: dict[str, Any] = {
             "provider": conn.provider,
             "client_file_id": conn.client_file_id,
@@ -623,11 +623,11 @@ def status(as_json: bool, recount: bool) -> None:
             item["reference_refreshed_at"] = fetched
             item["reference_age_seconds"] = None if fetched is None else round(max(0.0, now() - fetched), 1)
         connections.append(item)
-    dead = store.dead_letters_open()
+    dead = store.dead_letters.open_count()
     beat_schedule, lock_key = schedule.beat_config()
     jobs = schedule.jobs(store, beat_schedule)
     lock = schedule.beat_lock(store, lock_key)
-    counters = store.counters()
+    counters = store.events.counters()
     doc = {
         "providers": groups,
         "connections": connections,
@@ -635,7 +635,7 @@ def status(as_json: bool, recount: bool) -> None:
         "dead_letters_open": dead,
         "scheduled": [j.to_dict() for j in jobs],
         "beat_lock_seconds_left": lock,
-        "retention": {"history_days": settings().history_days, "backlog": store.settled_backlog()},
+        "retention": {"history_days": settings().history_days, "backlog": store.retention.settled_backlog()},
     }
     if as_json:
         emit_json(doc)
@@ -682,7 +682,7 @@ def status(as_json: bool, recount: bool) -> None:
 def entry(entry_id: str, as_json: bool) -> None:
     """Where one entry stands with each provider: state, ACK code, provider ids, attempts, last error."""
     store = _store()
-    records = store.records_of_entry(entry_id)
+    records = store.records.of_entry(entry_id)
     if not records:
         fail(f"no entry {entry_id} (never received, or refused: see `hubsync dlq list`)")
     out = []
@@ -703,7 +703,7 @@ def entry(entry_id: str, as_json: bool) -> None:
                     for doc_id, meta in rec.docs.items()
                 },
                 "attempts": rec.attempts_count,
-                "history": store.attempts(rec.id),
+                "history": store.records.attempts(rec.id),
                 "last_error": rec.last_error,
                 "dead_letter_id": rec.dead_letter_id,
                 "next_retry_at": rec.next_retry_at,
@@ -899,10 +899,10 @@ def dlq() -> None:
 def dlq_list(provider: str | None, limit: int, offset: int, as_json: bool) -> None:
     """The dead-lettered chains and events, oldest first, one page at a time."""
     store = _store()
-    ids, total = store.dead_letter_ids(
+    ids, total = store.dead_letters.page(
         "open", {"provider": provider or ""}, offset=max(0, offset), count=max(1, limit), newest_first=False
     )
-    letters = store.dead_letters_by_id(ids)
+    letters = store.dead_letters.by_ids(ids)
     if as_json:
         emit_json(
             [
@@ -952,7 +952,7 @@ def dlq_replay(ids: tuple[str, ...], replay_all: bool, provider: str | None) -> 
 
     store = _store()
     if replay_all:
-        ids = tuple(store.dead_letter_ids("open", {"provider": provider or ""}, count=10**9, newest_first=False)[0])
+        ids = tuple(store.dead_letters.page("open", {"provider": provider or ""}, count=10**9, newest_first=False)[0])
     elif not ids:
         fail("name dead letters to replay, or pass --all")
     failures = 0

@@ -22,7 +22,7 @@ MAX_KEPT_EVENT_CHARS = 256 * 1024
 def dead_letter_record(store: Store, rec: Record, step: str, error: HubsyncError) -> DeadLetter:
     """Stop a record's chain at ``step`` and keep it for an operator (once, however often it is called)."""
     if rec.dead_letter_id:
-        existing = store.dead_letter(rec.dead_letter_id)
+        existing = store.dead_letters.get(rec.dead_letter_id)
         if existing is not None and existing.status == "open":
             return existing
     dl = DeadLetter(
@@ -38,11 +38,13 @@ def dead_letter_record(store: Store, rec: Record, step: str, error: HubsyncError
         hint=error.hint,
         created_at=now(),
         event=rec.event,
-        attempts=store.attempts(rec.id),
+        attempts=store.records.attempts(rec.id),
         event_id=rec.event_id,
     )
-    store.add_dead_letter(dl)
-    store.update(rec.id, state="dead", step=step, dead_letter_id=dl.id, last_error=error.to_dict(), next_retry_at=None)
+    store.dead_letters.add(dl)
+    store.records.update(
+        rec.id, state="dead", step=step, dead_letter_id=dl.id, last_error=error.to_dict(), next_retry_at=None
+    )
     return dl
 
 
@@ -98,11 +100,11 @@ def dead_letter_event(
         attempts=[{"at": now(), "step": step, **error.to_dict()}],
         event_id=event_id_of(raw),
     )
-    existing = store.dead_letter(dl.id)
+    existing = store.dead_letters.get(dl.id)
     if existing is not None and existing.status != "open":
-        store.reopen_dead_letter(dl.id, f"refused again: {error.message}")
+        store.dead_letters.reopen(dl.id, f"refused again: {error.message}")
         return existing
-    store.add_dead_letter(dl)
+    store.dead_letters.add(dl)
     return dl
 
 
@@ -112,7 +114,7 @@ class ReplayError(RuntimeError):
 
 def replay(store: Store, dl_id: str, enqueue: Enqueue, ingest: Callable[[Any], str], who: str = "") -> str:
     """Resume a dead-lettered chain from its failed step (or re-check a kept event); returns what happened."""
-    dl = store.dead_letter(dl_id)
+    dl = store.dead_letters.get(dl_id)
     if dl is None:
         raise ReplayError(f"no dead letter {dl_id}")
     if dl.status != "open":
@@ -120,15 +122,15 @@ def replay(store: Store, dl_id: str, enqueue: Enqueue, ingest: Callable[[Any], s
     if dl.provider == INGEST:
         if isinstance(dl.event, dict) and dl.event.get("truncated"):
             raise ReplayError(f"dead letter {dl_id} kept only the head of a huge event; emit a corrected one")
-        store.close_dead_letter(dl_id, "replayed", "replay", who=who)
+        store.dead_letters.close(dl_id, "replayed", "replay", who=who)
         outcome = ingest(dl.event)
         return f"event re-checked: {outcome}"
-    rec = store.record(dl.record_id)
+    rec = store.records.get(dl.record_id)
     if rec is None:
         raise ReplayError(f"the record {dl.record_id} of dead letter {dl_id} is gone")
     generation = rec.generation + 1
     state = "confirmed" if rec.confirmed_at else ("posted" if rec.posted_at or rec.provider_id else "received")
-    store.update(
+    store.records.update(
         rec.id,
         generation=generation,
         state=state,
@@ -137,8 +139,8 @@ def replay(store: Store, dl_id: str, enqueue: Enqueue, ingest: Callable[[Any], s
         next_retry_at=None,
         dead_letter_id=None,
     )
-    store.add_attempt(rec.id, {"step": dl.step, "outcome": "replayed", "dead_letter": dl_id})
-    store.close_dead_letter(dl_id, "replayed", "replay", who=who)
+    store.records.add_attempt(rec.id, {"step": dl.step, "outcome": "replayed", "dead_letter": dl_id})
+    store.dead_letters.close(dl_id, "replayed", "replay", who=who)
     enqueue(rec.provider, rec.id, generation, dl.step)
     return f"chain resumed at {dl.step}"
 
@@ -147,21 +149,21 @@ def discard(store: Store, dl_id: str, reason: str, who: str = "") -> None:
     """Close a dead letter on purpose, with the reason kept in its audit trail."""
     if not reason.strip():
         raise ReplayError("a discard needs a reason")
-    dl = store.dead_letter(dl_id)
+    dl = store.dead_letters.get(dl_id)
     if dl is None:
         raise ReplayError(f"no dead letter {dl_id}")
-    if not store.close_dead_letter(dl_id, "discarded", "discard", reason=reason, who=who):
+    if not store.dead_letters.close(dl_id, "discarded", "discard", reason=reason, who=who):
         raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
     if dl.record_id:
-        store.add_attempt(dl.record_id, {"step": dl.step, "outcome": "discarded", "reason": reason})
+        store.records.add_attempt(dl.record_id, {"step": dl.step, "outcome": "discarded", "reason": reason})
         settle = DISCARD_SETTLERS.get(dl.provider)
         if settle is not None:
             module, _, name = settle.partition(":")
             getattr(importlib.import_module(module), name)(store, dl, reason)
-        rec = store.record(dl.record_id)
+        rec = store.records.get(dl.record_id)
         if rec is not None and rec.dead_letter_id == dl_id:
             # settled for good: nothing waits on it any more, so retention may shrink it after the window
-            store.update(dl.record_id, discarded=dl_id)
+            store.records.update(dl.record_id, discarded=dl_id)
 
 
 # A provider whose discard can mean "it landed after all" settles its record here (imported when needed, so

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.deadletters import dead_letter_event, dead_letter_record
 from pipeline.errors import PermanentError
-from pipeline.store import P, Store
+from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +43,15 @@ def max_deliveries() -> int:
         raise SystemExit(f"HUBSYNC_MAX_DELIVERIES must be an integer, got {raw!r}") from exc
 
 
-def counter_key(task_id: str, retries: int) -> str:
-    """Where the runs of one message (a task id at one retry number) are counted."""
-    return f"{P}:deliveries:{task_id}:{retries}"
-
-
 def count_delivery(store: Store, task_id: str, retries: int) -> int:
     """Count one more run of this message; returns how many runs it had, this one included."""
-    key = counter_key(task_id, retries)
-    pipe = store.r.pipeline(transaction=False)
-    pipe.incr(key)
-    pipe.expire(key, COUNTER_TTL_SECONDS)
-    runs, _ = pipe.execute()
-    return int(runs)
+    return store.deliveries.count(task_id, retries, COUNTER_TTL_SECONDS)
 
 
 def finished(store: Store, task_id: str, retries: int) -> None:
     """Forget a message's count once a run ended in the worker (done, retried, dead-lettered): only runs cut
     short by a dying worker leave a count behind, so the counters stay few."""
-    store.r.delete(counter_key(task_id, retries))
+    store.deliveries.forget(task_id, retries)
 
 
 def poisoned(
@@ -79,9 +69,9 @@ def poisoned(
         "stopped before the end"
     )
     if record_id is not None:
-        rec = store.record(record_id)
+        rec = store.records.get(record_id)
         if rec is not None and rec.state != "dead":
-            store.add_attempt(record_id, {"step": step, "outcome": "dead", **error.to_dict()})
+            store.records.add_attempt(record_id, {"step": step, "outcome": "dead", **error.to_dict()})
             dl = dead_letter_record(store, rec, step, error)
             log.error("record %s dead-lettered as %s: %s", record_id, dl.id, error.message)
     elif event is not None:

@@ -76,7 +76,7 @@ def refuse(store: Store, data: Any, errors: list[str]) -> IngestResult:
         client_file_id=str(ids.get("client_file_id", ""))[:128],
         entry_id=str(entry.get("id", ""))[:128] if entry else "",
     )
-    store.count("events_refused")
+    store.events.count("events_refused")
     return IngestResult("refused", dl.event_id or None, errors, dead_letter_id=dl.id)
 
 
@@ -87,10 +87,10 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
         result = refuse(store, data, errors)
         log.warning("event refused (%s): %s", result.dead_letter_id, "; ".join(errors))
         return result
-    if store.event_status(event.event_id) == "done":
-        store.count("events_duplicate")
+    if store.events.status(event.event_id) == "done":
+        store.events.count("events_duplicate")
         return IngestResult("duplicate", event.event_id)
-    conns = [c for c in store.connections(event.client_file_id) if c.provider in FANOUT]
+    conns = [c for c in store.connections.all(event.client_file_id) if c.provider in FANOUT]
     if not conns:
         dl = dead_letter_event(
             store,
@@ -100,8 +100,8 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
             client_file_id=event.client_file_id,
             entry_id=event.entry.id,
         )
-        store.mark_event(event.event_id, "no_connection")
-        store.count("events_received")
+        store.events.mark(event.event_id, "no_connection")
+        store.events.count("events_received")
         return IngestResult("refused", event.event_id, [dl.message], dead_letter_id=dl.id)
     result = IngestResult("accepted", event.event_id)
     acted = False
@@ -109,51 +109,51 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
         rid, did = FANOUT[conn.provider](store, event, data, enqueue)
         result.records.append(rid)
         acted = acted or did
-    store.mark_event(event.event_id, "done")
+    store.events.mark(event.event_id, "done")
     if not acted:
         # Two deliveries of one event raced past the first check; the record lock let only one through.
-        store.count("events_duplicate")
+        store.events.count("events_duplicate")
         result.outcome = "duplicate"
     else:
-        store.count("events_received")
+        store.events.count("events_received")
     return result
 
 
 def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> tuple[str, bool]:
     """Create (or update) the entry's ACD record and start its chain, once per event; says whether it acted."""
     rid = record_id("acd", event.client_file_id, event.entry.id)
-    with store.lock(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
-        rec = store.record(rid)
+    with store.locks.hold(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
+        rec = store.records.get(rid)
         if rec is None:
-            store.create_record(rid, data, event.event_id)
+            store.records.create(rid, data, event.event_id)
             enqueue("acd", rid, 0, FIRST_STEP["acd"])
-            store.update(rid, enqueued_event=event.event_id)
+            store.records.update(rid, enqueued_event=event.event_id)
             return rid, True
         if rec.event_id == event.event_id:
-            if store.enqueued_event(rid) != event.event_id:
+            if store.records.enqueued_event(rid) != event.event_id:
                 enqueue("acd", rid, rec.generation, FIRST_STEP["acd"])
-                store.update(rid, enqueued_event=event.event_id)
+                store.records.update(rid, enqueued_event=event.event_id)
                 return rid, True
             return rid, False
         if rec.posted_at or rec.provider_id:
             number = f"EcritureNum {rec.provider_id}" if rec.provider_id else f"ACK code (#{rec.ack}#)"
-            store.update(
+            store.records.update(
                 rid,
                 note=(
                     f"validated again by {event.event_id} after it was posted to ACD ({number}); "
                     "ACD entries cannot be changed through its API: change it in ACD if needed"
                 ),
             )
-            store.add_attempt(
+            store.records.add_attempt(
                 rid, {"step": "received", "outcome": "revalidated_after_post", "event_id": event.event_id}
             )
             return rid, True
         generation = rec.generation + 1
         if rec.dead_letter_id:
-            store.close_dead_letter(
+            store.dead_letters.close(
                 rec.dead_letter_id, "superseded", "revalidated", reason=event.event_id, who="hubsync"
             )
-        store.update(
+        store.records.update(
             rid,
             event=data,
             event_id=event.event_id,
@@ -165,9 +165,9 @@ def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enque
             dead_letter_id=None,
             post_started_at=rec.post_started_at,
         )
-        store.add_attempt(rid, {"step": "received", "outcome": "revalidated", "event_id": event.event_id})
+        store.records.add_attempt(rid, {"step": "received", "outcome": "revalidated", "event_id": event.event_id})
         enqueue("acd", rid, generation, FIRST_STEP["acd"])
-        store.update(rid, enqueued_event=event.event_id)
+        store.records.update(rid, enqueued_event=event.event_id)
         return rid, True
 
 

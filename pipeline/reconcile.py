@@ -23,6 +23,6 @@ def reconcile(store: Store, client_file_id: str | None = None) -> list[Reconcili
     """Reconcile every ACD and Cegid Loop connection (or one client file's)."""
     return [
         RECONCILERS[conn.provider](store, conn.client_file_id)
-        for conn in store.connections(client_file_id)
+        for conn in store.connections.all(client_file_id)
         if conn.provider in RECONCILERS
     ]

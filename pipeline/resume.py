@@ -67,7 +67,7 @@ def resume_stalled(
 ) -> ResumeResult:
     """Publish again the chain of every record due to move more than ``stall_seconds`` ago (up to ``limit``)."""
     result = ResumeResult()
-    rows = store.stalled(now() - stall_seconds, limit)
+    rows = store.records.stalled(now() - stall_seconds, limit)
     if not rows:
         return result
     depths = queue_depths(store)
@@ -81,18 +81,18 @@ def resume_stalled(
                 result.busy_providers.append(provider)
             continue
         try:
-            with store.lock(f"record:{rid}", ttl_seconds=30):
-                rec = store.record(rid)
+            with store.locks.hold(f"record:{rid}", ttl_seconds=30):
+                rec = store.records.get(rid)
                 if rec is None or rec.trimmed or rec.state not in IN_FLIGHT_STATES or rec.step == "pending":
                     continue
                 if max(rec.updated_at, rec.next_retry_at or 0.0) > now() - stall_seconds:
                     continue  # it moved since the index was read
                 step = resume_from(rec.step, rec.state, steps)
                 idle = now() - due
-                store.add_attempt(
+                store.records.add_attempt(
                     rid, {"step": step, "outcome": "resumed", "reason": f"no progress for {idle:.0f}s after due"}
                 )
-                store.update(rid, next_retry_at=None)
+                store.records.update(rid, next_retry_at=None)
                 enqueue(provider, rid, rec.generation, step)
         except LockBusy:
             continue

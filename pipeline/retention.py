@@ -50,15 +50,15 @@ def run(store: Store, at: float | None = None, budget_seconds: float = 60.0) -> 
     started = time.monotonic()
     result = RetentionResult()
     while time.monotonic() - started < budget_seconds:
-        done = store.trim_expired(at=at, limit=BATCH)
+        done = store.retention.trim_expired(at=at, limit=BATCH)
         result.records += done
         if done < BATCH:
             break
     while time.monotonic() - started < budget_seconds:
-        done = store.trim_closed_dead_letters(at=at, limit=BATCH)
+        done = store.retention.trim_closed_dead_letters(at=at, limit=BATCH)
         result.dead_letters += done
         if done < BATCH:
             break
-    result.backlog = store.settled_backlog(at=at)
+    result.backlog = store.retention.settled_backlog(at=at)
     result.seconds = time.monotonic() - started
     return result

@@ -14,31 +14,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline.store import P, Store, now
+from pipeline.store import Store, now
 
 LATE_GRACE_MIN_SECONDS = 60.0
 LATE_GRACE_MAX_SECONDS = 900.0
 
 
-def job_key(job: str) -> str:
-    """Where the runs of one scheduled job are recorded."""
-    return f"{P}:schedule:{job}"
-
-
 def record_seen(store: Store, job: str) -> None:
     """Note (once) when a scheduler first took this job on."""
-    store.r.hsetnx(job_key(job), "since", now())
+    store.jobs.seen(job, now())
 
 
 def record_start(store: Store, job: str, task_id: str) -> None:
     """A worker started a run of a scheduled job."""
-    store.r.hsetnx(job_key(job), "since", now())
-    store.r.hset(job_key(job), mapping={"started_at": now(), "task_id": task_id, "outcome": "running"})
+    store.jobs.started(job, task_id, now())
 
 
 def record_end(store: Store, job: str, outcome: str, detail: str = "") -> None:
     """A run ended: ``ok``, ``retry`` or ``failed`` (with a short reason)."""
-    store.r.hset(job_key(job), mapping={"finished_at": now(), "outcome": outcome, "detail": detail[:300]})
+    store.jobs.ended(job, now(), outcome, detail[:300])
 
 
 def period_seconds(schedule: Any) -> float:
@@ -104,11 +98,8 @@ def jobs(store: Store, beat_schedule: Mapping[str, Mapping[str, Any]], at: float
     """Every job of the beat schedule with its last run, next due time and lateness."""
     moment = now() if at is None else at
     names = sorted(beat_schedule)
-    pipe = store.r.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(job_key(name))
     out = []
-    for name, h in zip(names, pipe.execute(), strict=True):
+    for name, h in zip(names, store.jobs.runs(names), strict=True):
         entry = beat_schedule[name]
         schedule = entry["schedule"]
         started = float(h["started_at"]) if h.get("started_at") else None
@@ -143,5 +134,4 @@ def beat_config() -> tuple[Mapping[str, Mapping[str, Any]], str]:
 
 def beat_lock(store: Store, lock_key: str) -> float | None:
     """Seconds left on the scheduler's lock (some beat holds it and sends), or None when no beat holds it."""
-    ttl = int(store.r.pttl(lock_key))
-    return ttl / 1000 if ttl > 0 else None
+    return store.jobs.lock_ttl(lock_key)

@@ -63,7 +63,7 @@ def run_step(
     on_error: Callable[[Record, HubsyncError], None] | None = None,
 ) -> Outcome:
     """Run ``step`` on record ``rid`` and classify what happened."""
-    rec = store.record(rid)
+    rec = store.records.get(rid)
     if rec is None:
         log.error("step %s: record %s does not exist; message dropped", name, rid)
         return Outcome("stale")
@@ -87,25 +87,25 @@ def run_step(
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
         # four fields, not the whole record (whose event and payload are most of its bytes)
-        state = settled_state(*store.fields(rid, "state", "confirmed_at", "provider_id", "posted_at"))
-        store.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
+        state = settled_state(*store.records.fields(rid, "state", "confirmed_at", "provider_id", "posted_at"))
+        store.records.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
         return Outcome("next")
 
     if on_error is not None:
         on_error(rec, error)
     if isinstance(error, Deferred):
         countdown = error.retry_after or 1.0
-        store.update(rid, next_retry_at=now() + countdown)
+        store.records.update(rid, next_retry_at=now() + countdown)
         return Outcome("retry", countdown)
     since = rec.retry_since or now()
     decision = decide(error, attempt, now() - since, settings().retry)
     if not isinstance(error, ServerConsideredDown) or attempt % 10 == 0:
-        store.add_attempt(
+        store.records.add_attempt(
             rid,
             {"step": name, "outcome": "retry" if decision.retry else "dead", **error.to_dict()},
         )
     if decision.retry:
-        store.update(
+        store.records.update(
             rid,
             state="waiting_retry",
             step=name,

@@ -91,7 +91,7 @@ def continue_chain(record_id: str, generation: int, step: str) -> None:
     following = next_step(provider, step)
     if following is None:
         return
-    state = runtime.store().fields(record_id, "state")[0]
+    state = runtime.store().records.fields(record_id, "state")[0]
     if state in FINAL_STATES or state == "dead":
         return
     enqueue(provider, record_id, generation, following)
@@ -117,7 +117,7 @@ def run_chain_step(
     if outcome.action == "retry":
         raise task.retry(countdown=outcome.countdown)
     if outcome.action == "dead":
-        rec = runtime.store().record(record_id)
+        rec = runtime.store().records.get(record_id)
         raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
     if outcome.action == "stale":
         raise Ignore()

@@ -74,7 +74,7 @@ def _wait_for_redis(timeout_seconds: float) -> bool:
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
-            runtime.store().r.ping()
+            runtime.store().ping()
             return True
         except redis.RedisError:
             if time.monotonic() >= deadline:

@@ -17,11 +17,9 @@ from kombu.exceptions import OperationalError
 from pipeline import runtime
 from pipeline.config import settings
 from pipeline.resume import resume_stalled
-from pipeline.store import P
 from tasks.chains import CHAINS, enqueue
 
 log = logging.getLogger(__name__)
-LOCK = f"{P}:lock:resume"
 _stop = threading.Event()
 
 
@@ -29,7 +27,7 @@ def resume_once() -> int:
     """One pass, if no other worker is making one; returns how many chains were resumed."""
     s = settings()
     store = runtime.store()
-    if not store.r.set(LOCK, "1", nx=True, px=int(max(1.0, s.resume_interval_seconds) * 1000)):
+    if not store.locks.take_turn("resume", max(1.0, s.resume_interval_seconds)):
         return 0
     chains = {provider: list(tasks) for provider, tasks in CHAINS.items()}
     result = resume_stalled(store, enqueue, chains, s.stall_seconds)

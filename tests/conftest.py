@@ -188,7 +188,7 @@ class Hub:
         publish_event(event)
 
     def record(self, client_file: str, entry_id: str) -> Any:
-        return self.store.record(f"acd:{client_file}:{entry_id}")
+        return self.store.records.get(f"acd:{client_file}:{entry_id}")
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout

@@ -102,9 +102,9 @@ def _dossier_client(store: Store, firm: _Firm, dossier: str) -> AcdClient:
 def _scope(store: Store, api_base: str, dossier: str, client_file_id: str) -> str:
     """The dossier's scope: the one any connection to this dossier already uses (so ACK codes stay unique in
     it across client files and reconnections), else a new one."""
-    existing = store.connection(client_file_id, PROVIDER)
+    existing = store.connections.get(client_file_id, PROVIDER)
     same = [existing] if existing is not None else []
-    same += [c for c in store.connections() if c.provider == PROVIDER and c.client_file_id != client_file_id]
+    same += [c for c in store.connections.all() if c.provider == PROVIDER and c.client_file_id != client_file_id]
     for conn in same:
         if conn.params.get("dossier") == dossier and api_base_of(conn.params).casefold() == api_base.casefold():
             return scope_of(conn.params)
@@ -226,7 +226,7 @@ def connect(
     scope = _scope(store, firm.creds.api_base, code, client_file_id)
     ref = _refresh(store, _dossier_client(store, firm, code), scope)
     report = _report(client_file_id, info, ref, firm.creds, url)
-    store.save_connection(_connection(client_file_id, url, firm.creds, code, scope, ged_folder, report))
+    store.connections.save(_connection(client_file_id, url, firm.creds, code, scope, ged_folder, report))
     return report
 
 
@@ -298,11 +298,11 @@ def connect_all(
             continue
         report = _report(cf, info, ref, firm.creds, url)
         new = _connection(cf, url, firm.creds, dossier, scope, ged_folder, report)
-        existing = store.connection(cf, PROVIDER)
+        existing = store.connections.get(cf, PROVIDER)
         if _same(existing, new):
             outcome, message = "unchanged", "already connected, unchanged"
         else:
-            store.save_connection(new)
+            store.connections.save(new)
             outcome = "connected" if existing is None else "updated"
             message = "connected" if existing is None else f"updated (was {existing.status})"
         if not report.ready:

@@ -45,7 +45,7 @@ from pipeline.acd.errors import FecUnavailable, MalformedResponse
 from pipeline.acd.tokens import count
 from pipeline.config import settings
 from pipeline.errors import Deferred
-from pipeline.store import LockBusy, P, Store, now
+from pipeline.store import LockBusy, Store, now
 
 ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
 REQUIRED_COLUMNS = ("ecriturenum", "ecriturelib")
@@ -243,21 +243,9 @@ class Outcome:
     error: str = ""
 
 
-def _waiting(scope: str) -> str:
-    return f"{P}:acd:fec:{scope}:waiting"
-
-
-def _wait(scope: str) -> str:
-    return f"{P}:acd:fec:{scope}:wait"
-
-
-def _meta(scope: str) -> str:
-    return f"{P}:acd:fec:{scope}"
-
-
 def outcome(store: Store, rid: str) -> Outcome | None:
     """The FEC's last word on a record, or None."""
-    checked, found, error = store.fields(rid, "fec_checked_at", "fec_found", "fec_error")
+    checked, found, error = store.records.fields(rid, "fec_checked_at", "fec_found", "fec_error")
     if not checked:
         return None
     return Outcome(float(checked), json.loads(found) if found else [], error or "")
@@ -265,29 +253,23 @@ def outcome(store: Store, rid: str) -> Outcome | None:
 
 def register(store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float) -> None:
     """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins)."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.zadd(_waiting(scope), {rid: conclusive_from}, gt=True)
-    pipe.hset(_wait(scope), rid, json.dumps({"years": list(where.years), "guessed": where.guessed, "ack": ack}))
-    pipe.execute()
+    store.fec.register(scope, rid, conclusive_from, {"years": list(where.years), "guessed": where.guessed, "ack": ack})
 
 
 def unregister(store: Store, scope: str, rid: str) -> None:
     """Take a record out of its dossier's waiting set."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.zrem(_waiting(scope), rid)
-    pipe.hdel(_wait(scope), rid)
-    pipe.execute()
+    store.fec.unregister(scope, rid)
 
 
 def waiting(store: Store, scope: str) -> int:
     """How many records of a dossier wait for its FEC."""
-    return int(store.r.zcard(_waiting(scope)))
+    return store.fec.waiting_count(scope)
 
 
 def _write_outcome(store: Store, rid: str, checked_at: float, found: list[str], error: str = "") -> bool:
-    if store.fields(rid, "state")[0] is None:
+    if store.records.fields(rid, "state")[0] is None:
         return False  # the record is gone: never create a stub
-    store.update(rid, fec_checked_at=checked_at, fec_found=found, fec_error=error or None)
+    store.records.update(rid, fec_checked_at=checked_at, fec_found=found, fec_error=error or None)
     return True
 
 
@@ -297,33 +279,30 @@ Fetch = Callable[[int], str]
 
 def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()) -> float:
     """Read the FEC once for every record waiting in a dossier and write each one's outcome; returns the
-    fetch's start time. Run only under the dossier's FEC lock (and ``hold``, the keys of other locks held for
+    fetch's start time. Run only under the dossier's FEC lock (and ``hold``, the names of other locks held for
     the read, such as the server's slot)."""
     started = now()
-    store.r.hset(_meta(scope), "started_at", started)
-    store.r.delete(f"{_meta(scope)}:next")
-    members: list[tuple[str, float]] = store.r.zrange(_waiting(scope), 0, -1, withscores=True)
-    details = store.r.hgetall(_wait(scope))
+    store.fec.read_started(scope, started)
+    members: list[tuple[str, float]] = []
     info: dict[str, dict[str, Any]] = {}
-    for rid, _score in members:
-        raw = details.get(rid)
-        if raw is None:
-            store.r.zrem(_waiting(scope), rid)
+    for rid, score, looks_for in store.fec.waiting(scope):
+        members.append((rid, score))
+        if looks_for is None:
+            store.fec.forget_waiting(scope, rid)
             continue
-        info[rid] = json.loads(raw)
+        info[rid] = looks_for
     conclusive = [rid for rid, score in members if score <= started and rid in info]
     years = sorted({int(y) for rid in conclusive for y in info[rid]["years"]})
     found: dict[str, list[str]] = {}
     read: set[int] = set()
     failed: dict[int, str] = {}
-    lock_ms = int((settings().acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
+    lock_seconds = settings().acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS
     try:
         for n, year in enumerate(years):
             if n:
                 # each year's read gets the whole timeout: a worker that dies holding the lock stalls the dossier's
                 # confirmations for one read's timeout at most
-                for key in (f"{P}:lock:fec:{scope}", *hold):
-                    store.r.pexpire(key, lock_ms)
+                store.locks.extend([f"fec:{scope}", *hold], lock_seconds)
             try:
                 text = fetch(year)
             except FecUnavailable as exc:
@@ -336,7 +315,7 @@ def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()
                 found.setdefault(ack, []).extend(numbers)
             read.add(year)
     finally:
-        store.r.hset(_meta(scope), mapping={"duration": now() - started, "finished_at": now()})
+        store.fec.read_finished(scope, now() - started, now())
     for rid, score in members:
         item = info.get(rid)
         if item is None:
@@ -373,7 +352,7 @@ def _settled(store: Store, scope: str, rid: str, conclusive_from: float) -> list
         return known.found
     if known.error:
         # the next look must be a new read of the FEC, not this failed one again
-        store.update(rid, fec_checked_at=None, fec_error=None)
+        store.records.update(rid, fec_checked_at=None, fec_error=None)
         raise FecUnavailable(known.error)
     return []
 
@@ -388,14 +367,13 @@ def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> floa
     """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
     due and reads; the others wake once that read should be over, so they find their outcome at the first look
     instead of meeting the lock."""
-    key = f"{_meta(scope)}:next"
     expected = float(meta.get("duration") or 0.5)
-    planned = store.r.get(key)
+    planned = store.fec.planned_read(scope)
     current = now()
-    if planned is None or float(planned) < current or float(planned) > due + 0.05:
-        store.r.set(key, due, px=int((due - current + expected + 5.0) * 1000))
+    if planned is None or planned < current or planned > due + 0.05:
+        store.fec.plan_read(scope, due, due - current + expected + 5.0)
         return due + random.uniform(0.05, 0.2)
-    return float(planned) + expected + random.uniform(0.3, 0.6)
+    return planned + expected + random.uniform(0.3, 0.6)
 
 
 @contextlib.contextmanager
@@ -410,14 +388,14 @@ def _server_slot(store: Store, server: str, ttl_seconds: float, expected: float)
     names = [f"fec-server:{server}:{n}" for n in random.sample(range(slots), slots)]
     with contextlib.ExitStack() as stack:
         try:
-            key = stack.enter_context(store.lock_one_of(names, ttl_seconds))
+            held = stack.enter_context(store.locks.hold_one_of(names, ttl_seconds))
         except LockBusy as exc:
             raise Deferred(
                 f"the firm's server is building {slots} other dossiers' FECs for the hub (at most {slots} at "
                 "once); this dossier's read waits for one of them to finish",
                 retry_after=max(0.5, expected) * random.uniform(0.6, 1.4),
             ) from exc
-        yield [key]
+        yield [held]
 
 
 def lookup(
@@ -440,7 +418,7 @@ def lookup(
         return settled
     register(store, scope, rid, ack, where, conclusive_from)
     current = now()
-    meta = store.r.hgetall(_meta(scope))
+    meta = store.fec.last_read(scope)
     last = float(meta.get("started_at") or 0.0)
     due = max(conclusive_from, last + _interval(meta))
     if current < due:
@@ -449,8 +427,8 @@ def lookup(
         )
     try:
         ttl = s.acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS
-        with store.lock(f"fec:{scope}", ttl_seconds=ttl):
-            meta = store.r.hgetall(_meta(scope))
+        with store.locks.hold(f"fec:{scope}", ttl_seconds=ttl):
+            meta = store.fec.last_read(scope)
             if now() >= float(meta.get("started_at") or 0.0) + _interval(meta):
                 with _server_slot(store, server, ttl, float(meta.get("duration") or 1.0)) as hold:
                     fetch_round(store, scope, fetch, hold)

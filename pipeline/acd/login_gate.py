@@ -17,17 +17,13 @@ from pipeline.acd.errors import AUTHENTICATION_HINT, AccountLocked, Authenticati
 from pipeline.config import settings
 from pipeline.errors import Deferred
 from pipeline.secrets import fingerprint
-from pipeline.store import LockBusy, P, Store
+from pipeline.store import LockBusy, Store
 
 REFUSED_TTL_SECONDS = 30 * 24 * 3600
 
 
 def _key(creds: AcdCredentials) -> str:
     return hashlib.sha256("|".join(creds.key).encode()).hexdigest()[:16]
-
-
-def _refused_key(creds: AcdCredentials) -> str:
-    return f"{P}:acd:refused-login:{_key(creds)}"
 
 
 def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
@@ -38,8 +34,8 @@ def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
         timeout = settings().http_timeout_seconds
         try:
             # a login and the session opened right after it: two calls, each up to the timeout
-            with store.lock(f"acd-login:{_key(creds)}", ttl_seconds=2 * timeout + 10, wait_seconds=timeout + 5):
-                if store.r.get(_refused_key(creds)) == fingerprint(creds.password):
+            with store.locks.hold(f"acd-login:{_key(creds)}", ttl_seconds=2 * timeout + 10, wait_seconds=timeout + 5):
+                if store.acd.refused_password(_key(creds)) == fingerprint(creds.password):
                     raise AuthenticationFailed(
                         f"ACD refused API code {creds.api_code!r} with this password earlier; no new login is tried "
                         "until the client file is connected again",
@@ -50,7 +46,7 @@ def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
                 try:
                     yield
                 except (AuthenticationFailed, AccountLocked):
-                    store.r.set(_refused_key(creds), fingerprint(creds.password), ex=REFUSED_TTL_SECONDS)
+                    store.acd.refuse_password(_key(creds), fingerprint(creds.password), REFUSED_TTL_SECONDS)
                     raise
         except LockBusy as exc:
             raise Deferred("another worker is logging in to this ACD server", retry_after=2.0) from exc
@@ -60,4 +56,4 @@ def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
 
 def forget_refusal(store: Store, creds: AcdCredentials) -> None:
     """A login succeeded by hand (``connect``): let the workers log in again."""
-    store.r.delete(_refused_key(creds))
+    store.acd.forget_refusal(_key(creds))

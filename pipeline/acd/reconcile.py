@@ -36,7 +36,7 @@ from pipeline.acd.tokens import count
 from pipeline.config import settings
 from pipeline.errors import ErrorKind, HubsyncError, OutcomeUnknown
 from pipeline.retry import Jitter, RetryPolicy, backoff_seconds
-from pipeline.store import P, Record, Store, now
+from pipeline.store import Record, Store, now
 
 INDEX_MARGIN_SECONDS = 1.0
 READ_TRIES = 4
@@ -125,8 +125,8 @@ def classify(
     """Classify a client file's records against the ACK codes found in its ACD dossier (no network)."""
     out = Reconciliation("acd", client_file_id, dossier)
     lag = settings().acd_index_lag_seconds + INDEX_MARGIN_SECONDS
-    for rid in store.record_ids("acd", client_file_id):
-        rec = store.record(rid)
+    for rid in store.records.ids("acd", client_file_id):
+        rec = store.records.get(rid)
         if rec is None:
             continue
         out.records += 1
@@ -146,10 +146,10 @@ def classify(
             out.dead.append(rec.entry_id)
         else:
             out.pending.append(rec.entry_id)
-    owners = store.r.hgetall(f"{P}:ack:acd:{scope}")
+    owners = store.acks.owners(f"acd:{scope}")
     for code, ids in sorted(in_acd.items()):
         owner = owners.get(code)
-        if owner is None or store.record(owner) is None:
+        if owner is None or store.records.get(owner) is None:
             out.unknown.append(Finding(ack=code, provider_ids=list(ids)))
     return out
 
@@ -169,8 +169,8 @@ def _years(store: Store, client_file_id: str, ref: reference.Reference) -> fec.F
     that is only a guess (fiscal years unknown) may have no FEC; a known one must be read."""
     years: set[int] = set()
     guessed = False
-    for rid in store.record_ids("acd", client_file_id):
-        (raw,) = store.fields(rid, "event")
+    for rid in store.records.ids("acd", client_file_id):
+        (raw,) = store.records.fields(rid, "event")
         rec_date = _date_of(raw)
         if rec_date is not None:
             where = fec.fec_years(rec_date, ref.fiscal_years)
@@ -244,7 +244,7 @@ def reconcile_acd(
 ) -> Reconciliation:
     """Compare one client file's ACD records with the ACK-coded entries of its dossier's FEC, asking a busy
     server again a few times before reporting the dossier unreadable."""
-    conn = store.connection(client_file_id, "acd")
+    conn = store.connections.get(client_file_id, "acd")
     if conn is None:
         return Reconciliation("acd", client_file_id, "", error=f"client file {client_file_id} has no ACD connection")
     dossier = str(conn.params.get("dossier", ""))

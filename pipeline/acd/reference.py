@@ -37,7 +37,7 @@ from pipeline.acd.errors import (
 from pipeline.acd.fec import FiscalYear, fec_year, fiscal_year_of, parse_fiscal_years
 from pipeline.errors import HubsyncError
 from pipeline.model import Entry
-from pipeline.store import LockBusy, P, Store, now
+from pipeline.store import LockBusy, Store, now
 
 if TYPE_CHECKING:
     from pipeline.acd.steps import AcdContext
@@ -50,19 +50,6 @@ ROUTE_MISSING = (NotAnISuiteServer, UnexpectedAnswer)
 def dossier_scope(server: str, dossier: str) -> str:
     """The identity of an ACD dossier (server + code), in which ACK and subsidiary codes are unique."""
     return hashlib.sha256(f"{server.rstrip('/')}|{dossier}".encode()).hexdigest()[:16]
-
-
-def _key(scope: str) -> str:
-    return f"{P}:ref:acd:{scope}"
-
-
-def tiers_key(scope: str) -> str:
-    """The Redis set of a dossier's subsidiary (client and supplier) account codes."""
-    return f"{_key(scope)}:tiers"
-
-
-def _general_key(scope: str) -> str:
-    return f"{_key(scope)}:generaux"
 
 
 @dataclass
@@ -177,16 +164,10 @@ def _dumps(value: Any) -> str:
 
 def save(store: Store, ref: Reference) -> None:
     """Replace the stored reference data of a dossier, all at once."""
-    pipe = store.r.pipeline(transaction=True)
-    pipe.delete(_general_key(ref.scope), tiers_key(ref.scope))
-    if ref.general:
-        pipe.sadd(_general_key(ref.scope), *sorted(ref.general))
-    if ref.subsidiaries:
-        pipe.sadd(tiers_key(ref.scope), *sorted(ref.subsidiaries))
     years = None if ref.fiscal_years is None else [y.to_dict() for y in ref.fiscal_years]
-    pipe.hset(
-        _key(ref.scope),
-        mapping={
+    store.reference.save(
+        ref.scope,
+        {
             "dossier": ref.dossier,
             "journals": _dumps(ref.journals),
             "ged_tree": _dumps(ref.ged_tree),
@@ -196,17 +177,14 @@ def save(store: Store, ref: Reference) -> None:
             "analytic": _dumps(sorted(ref.analytic)),
             "refreshed_at": ref.refreshed_at,
         },
+        ref.general,
+        ref.subsidiaries,
     )
-    pipe.execute()
 
 
 def load(store: Store, scope: str) -> Reference | None:
     """The stored reference data of a dossier, or None if it was never fetched."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hgetall(_key(scope))
-    pipe.smembers(_general_key(scope))
-    pipe.smembers(tiers_key(scope))
-    meta, general, tiers = pipe.execute()
+    meta, general, tiers = store.reference.load(scope)
     if not meta or not meta.get("refreshed_at"):
         return None
     years = json.loads(meta.get("fiscal_years") or "null")
@@ -214,8 +192,8 @@ def load(store: Store, scope: str) -> Reference | None:
         scope=scope,
         dossier=meta.get("dossier", ""),
         journals=json.loads(meta.get("journals") or "{}"),
-        general=set(general),
-        subsidiaries=set(tiers),
+        general=general,
+        subsidiaries=tiers,
         inactive=set(json.loads(meta.get("inactive") or "[]")),
         analytic=set(json.loads(meta.get("analytic") or "[]")),
         fiscal_years=None if years is None else [FiscalYear.from_dict(y) for y in years],
@@ -227,18 +205,17 @@ def load(store: Store, scope: str) -> Reference | None:
 
 def refreshed_at(store: Store, scope: str) -> float | None:
     """When a dossier's reference data was last fetched, or None."""
-    raw = store.r.hget(_key(scope), "refreshed_at")
-    return float(raw) if raw else None
+    return store.reference.refreshed_at(scope)
 
 
 def has_subsidiary(store: Store, scope: str, code: str) -> bool:
     """Whether a subsidiary account is known to exist in the dossier."""
-    return bool(store.r.sismember(tiers_key(scope), code))
+    return store.reference.has_subsidiary(scope, code)
 
 
 def add_subsidiary(store: Store, scope: str, code: str) -> None:
     """Record at once a subsidiary account created in (or found in) the dossier."""
-    store.r.sadd(tiers_key(scope), code)
+    store.reference.add_subsidiary(scope, code)
 
 
 def refresh(store: Store, client: AcdClient, scope: str, call: Callable[..., Any] | None = None) -> Reference:
@@ -338,7 +315,7 @@ def current(store: Store, ctx: AcdContext) -> Reference:
 def _refresh_once(store: Store, ctx: AcdContext, since: float) -> Reference:
     """Refresh unless another worker already did after ``since`` (many entries failing at once refresh once)."""
     try:
-        with store.lock(f"ref:{ctx.scope}", ttl_seconds=120, wait_seconds=30):
+        with store.locks.hold(f"ref:{ctx.scope}", ttl_seconds=120, wait_seconds=30):
             ref = load(store, ctx.scope)
             if ref is not None and ref.refreshed_at > since:
                 return ref
@@ -384,7 +361,7 @@ def refresh_connections(store: Store, client_file_id: str | None = None) -> list
 
     done: dict[str, Reference] = {}
     out: list[RefreshOutcome] = []
-    for conn in store.connections(client_file_id):
+    for conn in store.connections.all(client_file_id):
         if conn.provider != PROVIDER:
             continue
         dossier = str(conn.params.get("dossier", ""))
@@ -393,12 +370,12 @@ def refresh_connections(store: Store, client_file_id: str | None = None) -> list
             ref = done.get(ctx.scope) or refresh_context(store, ctx)
         except HubsyncError as exc:
             if isinstance(exc, AuthenticationFailed | AccountLocked) and exc.status in (401, 423):
-                store.set_connection_status(conn.client_file_id, PROVIDER, "auth_failed", exc.error_class)
+                store.connections.set_status(conn.client_file_id, PROVIDER, "auth_failed", exc.error_class)
             out.append(RefreshOutcome(conn.client_file_id, dossier, False, f"{exc.error_class}: {exc.message}"))
             continue
         done[ctx.scope] = ref
         if conn.status == "incomplete" and ref.general:
-            store.set_connection_status(conn.client_file_id, PROVIDER, "ready")
+            store.connections.set_status(conn.client_file_id, PROVIDER, "ready")
         out.append(
             RefreshOutcome(
                 conn.client_file_id,

@@ -124,7 +124,7 @@ def tokens(store: Store) -> TokenStore:
 
 def credentials(store: Store, client_file_id: str) -> tuple[AcdCredentials, dict[str, Any]]:
     """A client file's ACD credentials (password unsealed) and connection parameters."""
-    conn = store.connection(client_file_id, PROVIDER)
+    conn = store.connections.get(client_file_id, PROVIDER)
     if conn is None:
         raise NoConnection(f"client file {client_file_id} has no ACD connection")
     if conn.status == "auth_failed":
@@ -165,7 +165,7 @@ def context(store: Store, client_file_id: str) -> AcdContext:
 def on_error(rec: Record, error: HubsyncError) -> None:
     """Stop every worker from retrying a refused password (five failures lock the firm out of ACD)."""
     if isinstance(error, AuthenticationFailed | AccountLocked) and error.status in (401, 423):
-        runtime.store().set_connection_status(rec.client_file_id, PROVIDER, "auth_failed", error.error_class)
+        runtime.store().connections.set_status(rec.client_file_id, PROVIDER, "auth_failed", error.error_class)
 
 
 def _event(rec: Record) -> Event:
@@ -210,7 +210,7 @@ def fetch(store: Store, rec: Record) -> None:
             expected_size=doc.size,
             expected_sha256=doc.sha256,
         )
-        store.update_doc(
+        store.records.update_doc(
             rec.id,
             doc.id,
             sha256=fetched.sha256,
@@ -228,15 +228,15 @@ def _found_in_ged(ctx: AcdContext, rec: Record, doc_id: str, name: str) -> int |
         note = (
             f"document {name} may be stored twice in the GED: an answer was lost and this server cannot list documents"
         )
-        ctx.store.update_doc(rec.id, doc_id, note=note)
-        ctx.store.add_attempt(rec.id, {"step": "rename", "outcome": "possible_second_copy", "name": name})
+        ctx.store.records.update_doc(rec.id, doc_id, note=note)
+        ctx.store.records.add_attempt(rec.id, {"step": "rename", "outcome": "possible_second_copy", "name": name})
         return None
     ids = sorted(i for d in found if (i := as_int(ci_get(d, "Id"))) is not None)
     if not ids:
         return None
     if len(ids) > 1:
-        ctx.store.update_doc(rec.id, doc_id, note=f"the GED holds {len(ids)} copies of {name}: ids {ids}")
-    ctx.store.add_attempt(rec.id, {"step": "rename", "outcome": "found_in_ged", "name": name, "ged_id": ids[0]})
+        ctx.store.records.update_doc(rec.id, doc_id, note=f"the GED holds {len(ids)} copies of {name}: ids {ids}")
+    ctx.store.records.add_attempt(rec.id, {"step": "rename", "outcome": "found_in_ged", "name": name, "ged_id": ids[0]})
     return ids[0]
 
 
@@ -244,9 +244,9 @@ def rename(store: Store, rec: Record) -> None:
     """Give the entry its ACK code and every document its unique name, and upload them into the GED folder of
     the journal's filing plan (the root when it has none)."""
     ctx = context(store, rec.client_file_id)
-    ack = rec.ack or store.allocate_ack(f"acd:{ctx.scope}", rec.id)
+    ack = rec.ack or store.acks.allocate(f"acd:{ctx.scope}", rec.id)
     if rec.ack != ack:
-        store.update(rec.id, ack=ack)
+        store.records.update(rec.id, ack=ack)
     event = _event(rec)
     folder: int | None = None
     for doc in event.documents:
@@ -267,14 +267,14 @@ def rename(store: Store, rec: Record) -> None:
                 )
             ged_id = _found_in_ged(ctx, rec, doc.id, name)
             if ged_id is not None:
-                store.update_doc(rec.id, doc.id, name=name, ged_id=ged_id, upload_started_at=None)
+                store.records.update_doc(rec.id, doc.id, name=name, ged_id=ged_id, upload_started_at=None)
                 continue
         if folder is None:
             ref = reference.current(store, ctx)
             planned = ref.folder_for(event.entry.journal_code)
             folder = planned if planned is not None else ctx.ged_folder
         path = _ensure_spooled(store, rec, doc.id, doc.url)
-        store.update_doc(rec.id, doc.id, name=name, folder=folder, upload_started_at=now())
+        store.records.update_doc(rec.id, doc.id, name=name, folder=folder, upload_started_at=now())
         try:
             ged_id = ctx.call(ctx.client.upload_document, folder, name, path, meta["content_type"])
         except OutcomeUnknown:
@@ -283,9 +283,9 @@ def rename(store: Store, rec: Record) -> None:
             if (exc.code or "") == "documentExisteDeja" and (found := _found_in_ged(ctx, rec, doc.id, name)):
                 ged_id = found
             else:
-                store.update_doc(rec.id, doc.id, upload_started_at=None)
+                store.records.update_doc(rec.id, doc.id, upload_started_at=None)
                 raise
-        store.update_doc(rec.id, doc.id, ged_id=ged_id, upload_started_at=None)
+        store.records.update_doc(rec.id, doc.id, ged_id=ged_id, upload_started_at=None)
 
 
 def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool:
@@ -294,7 +294,7 @@ def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool
     if reference.has_subsidiary(ctx.store, ctx.scope, code):
         return False
     try:
-        with ctx.store.lock(
+        with ctx.store.locks.hold(
             f"tiers:{ctx.scope}:{code}", ttl_seconds=settings().http_timeout_seconds * 3, wait_seconds=30
         ):
             if reference.has_subsidiary(ctx.store, ctx.scope, code):
@@ -314,14 +314,14 @@ def map_step(store: Store, rec: Record) -> None:
     reference.check_with_refresh(store, ctx, event.entry)
     for cp in counterparties:
         if ensure_subsidiary(ctx, cp.kind, cp.code, (cp.name or cp.code)[:60]):
-            store.add_attempt(rec.id, {"step": "map", "outcome": "created_subsidiary", "code": cp.code})
+            store.records.add_attempt(rec.id, {"step": "map", "outcome": "created_subsidiary", "code": cp.code})
     if rec.ack is None:
         raise Deferred("the entry has no ACK code yet", retry_after=1.0)
     ged_id = next(
         (rec.docs[d.id]["ged_id"] for d in event.documents if rec.docs.get(d.id, {}).get("ged_id") is not None),
         None,
     )
-    store.update(rec.id, payload=map_entry(event.entry, rec.ack, ged_id))
+    store.records.update(rec.id, payload=map_entry(event.entry, rec.ack, ged_id))
 
 
 # -- post and confirm: both find the entry again in the FEC ----------------------------------------------
@@ -370,13 +370,13 @@ def _mark_found(store: Store, rec: Record, numbers: list[str], outcome: str) -> 
     """The FEC holds the entry: it is posted (and the confirm step will see it at once)."""
     if len(numbers) > 1:
         _note_copies(store, rec, numbers)
-    store.update(rec.id, provider_id=numbers[0], posted_at=now(), post_started_at=None, state="posted")
-    store.add_attempt(rec.id, {"step": "post", "outcome": outcome, "provider_id": numbers[0]})
+    store.records.update(rec.id, provider_id=numbers[0], posted_at=now(), post_started_at=None, state="posted")
+    store.records.add_attempt(rec.id, {"step": "post", "outcome": outcome, "provider_id": numbers[0]})
 
 
 def _note_copies(store: Store, rec: Record, numbers: list[str]) -> None:
     log.error("entry %s has %d copies in ACD (EcritureNum %s)", rec.id, len(numbers), ", ".join(numbers))
-    store.update(rec.id, note=f"ACD holds {len(numbers)} copies: EcritureNum {', '.join(numbers)}")
+    store.records.update(rec.id, note=f"ACD holds {len(numbers)} copies: EcritureNum {', '.join(numbers)}")
 
 
 def post(store: Store, rec: Record) -> None:
@@ -392,12 +392,12 @@ def post(store: Store, rec: Record) -> None:
         found = _lookup(store, ctx, rec, _unknown_since(rec))
         if found:
             with _post_lock(store, rec):
-                fresh = store.record(rec.id) or rec
+                fresh = store.records.get(rec.id) or rec
                 if not fresh.posted_at:
                     _mark_found(store, fresh, found, "found_in_fec")
             return
     with _post_lock(store, rec):
-        fresh = store.record(rec.id) or rec
+        fresh = store.records.get(rec.id) or rec
         if fresh.posted_at or fresh.provider_id:
             return
         if fresh.post_started_at is not None:
@@ -406,34 +406,34 @@ def post(store: Store, rec: Record) -> None:
             known = fec.outcome(store, rec.id)
             if known is None or known.found or known.checked_at < _unknown_since(fresh):
                 raise Deferred("the FEC has not been read since the unknown outcome", retry_after=1.0)
-            reposts = int(store.fields(rec.id, "reposts")[0] or 0) + 1
+            reposts = int(store.records.fields(rec.id, "reposts")[0] or 0) + 1
             last = (fresh.last_error or {}).get("message", "")
-            store.add_attempt(
+            store.records.add_attempt(
                 rec.id, {"step": "post", "outcome": "not_in_fec", "message": "not in the FEC: sent again"}
             )
             if reposts > s.acd_max_reposts:
-                store.update(rec.id, reposts=None)  # a replay starts a fresh count
+                store.records.update(rec.id, reposts=None)  # a replay starts a fresh count
                 raise PostKeepsFailing(
                     f"the entry was sent {reposts} times and never landed (each time absent from the FEC); "
                     f"ACD's last answer: {last or 'none'}"
                 )
-            store.update(rec.id, reposts=reposts)
-        store.update(rec.id, post_started_at=now())
+            store.records.update(rec.id, reposts=reposts)
+        store.records.update(rec.id, post_started_at=now())
         try:
             ctx.call(ctx.client.post_entry, fresh.payload)
         except OutcomeUnknown:
             raise
         except HubsyncError:
-            store.update(rec.id, post_started_at=None)
+            store.records.update(rec.id, post_started_at=None)
             raise
-        store.update(rec.id, posted_at=now(), post_started_at=None, state="posted")
-        store.add_attempt(rec.id, {"step": "post", "outcome": "posted"})
+        store.records.update(rec.id, posted_at=now(), post_started_at=None, state="posted")
+        store.records.add_attempt(rec.id, {"step": "post", "outcome": "posted"})
 
 
 @contextlib.contextmanager
 def _post_lock(store: Store, rec: Record) -> Iterator[None]:
     """The record's post lock; ``Deferred`` when another worker holds it."""
-    lock = store.lock(f"post:{rec.id}", ttl_seconds=settings().http_timeout_seconds + 30)
+    lock = store.locks.hold(f"post:{rec.id}", ttl_seconds=settings().http_timeout_seconds + 30)
     try:
         lock.__enter__()
     except LockBusy as exc:
@@ -480,8 +480,8 @@ def confirm(store: Store, rec: Record) -> None:
         )
     if len(found) > 1:
         _note_copies(store, rec, found)
-    store.update(rec.id, provider_id=found[0], confirmed_at=now(), state="confirmed")
-    store.add_attempt(rec.id, {"step": "confirm", "outcome": "confirmed", "provider_id": found[0]})
+    store.records.update(rec.id, provider_id=found[0], confirmed_at=now(), state="confirmed")
+    store.records.add_attempt(rec.id, {"step": "confirm", "outcome": "confirmed", "provider_id": found[0]})
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Store, Record], None]] = {

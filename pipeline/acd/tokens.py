@@ -20,22 +20,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from pipeline.config import settings
 from pipeline.secrets import Secret, fingerprint, seal, unseal
-from pipeline.store import P, Store, now
+from pipeline.store import Store, now
 
-STATS_KEY = f"{P}:acd:stats"
 TOUCH_EVERY_SECONDS = 30.0
-
-_DROP = """
-if redis.call('hget', KEYS[1], 'fp') == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
-"""
-_TOUCH = """
-if redis.call('hget', KEYS[1], 'fp') == ARGV[1] then redis.call('hset', KEYS[1], 'used_at', ARGV[2]) return 1 end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -97,16 +87,10 @@ class TokenStore:
         self._copies: dict[str, tuple[str, str]] = {}
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._drop = store.r.register_script(_DROP)
-        self._touch = store.r.register_script(_TOUCH)
-
-    @staticmethod
-    def _key(key: TokenKey) -> str:
-        return f"{P}:acd:token:{key.id}"
 
     def get(self, key: TokenKey) -> Token | None:
         """The token for ``key`` as Redis has it now, or None."""
-        fp, used_at = self.store.r.hmget(self._key(key), ["fp", "used_at"])
+        fp, used_at = self.store.acd.token_use(key.id)
         if not fp:
             return None
         idle = used_at is not None and now() - float(used_at) > self.idle_seconds
@@ -114,7 +98,7 @@ class TokenStore:
             copy = self._copies.get(key.id)
         if copy is not None and copy[0] == fp:
             return Token(copy[1], fp, idle)
-        sealed = self.store.r.hget(self._key(key), "sealed")
+        sealed = self.store.acd.sealed_token(key.id)
         if not sealed:
             return None
         value = unseal(sealed).reveal()
@@ -126,21 +110,7 @@ class TokenStore:
         """Publish a token whose session is already open on ``key.dossier`` (it replaces any older one)."""
         fp = token_fingerprint(value)
         issued = now()
-        redis_key = self._key(key)
-        pipe = self.store.r.pipeline(transaction=True)
-        pipe.delete(redis_key)
-        pipe.hset(
-            redis_key,
-            mapping={
-                "sealed": seal(Secret(value)),
-                "fp": fp,
-                "issued_at": issued,
-                "used_at": issued,
-                "label": key.label,
-            },
-        )
-        pipe.pexpireat(redis_key, int((issued + self.ttl_seconds) * 1000))
-        pipe.execute()
+        self.store.acd.put_token(key.id, seal(Secret(value)), fp, issued, key.label, self.ttl_seconds)
         with self._lock:
             self._copies[key.id] = (fp, value)
             self._touched[key.id] = issued
@@ -148,7 +118,7 @@ class TokenStore:
 
     def drop(self, key: TokenKey, token: Token) -> None:
         """Forget ``token`` (dead on the server), unless another process already replaced it."""
-        self._drop(keys=[self._key(key)], args=[token.fp])
+        self.store.acd.drop_token(key.id, token.fp)
         with self._lock:
             if self._copies.get(key.id, ("", ""))[0] == token.fp:
                 self._copies.pop(key.id, None)
@@ -162,25 +132,14 @@ class TokenStore:
             if stamp - self._touched.get(key.id, 0.0) < every:
                 return
             self._touched[key.id] = stamp
-        self._touch(keys=[self._key(key)], args=[token.fp, stamp])
-
-    def forget_copies(self) -> None:
-        """Drop this process's copies (tests; Redis stays the truth)."""
-        with self._lock:
-            self._copies.clear()
-            self._touched.clear()
+        self.store.acd.touch_token(key.id, token.fp, stamp)
 
 
 def count(store: Store, name: str, label: str | None = None, amount: int = 1) -> None:
     """Bump an ACD counter (``logins``, ``sessions``, ``fec_fetches``…), in total and for ``label``."""
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hincrby(STATS_KEY, name, amount)
-    if label:
-        pipe.hincrby(STATS_KEY, f"{name}:{label}", amount)
-    pipe.execute()
+    store.acd.count(name, label, amount)
 
 
 def stats(store: Store) -> dict[str, int]:
     """Every ACD counter."""
-    raw: dict[str, Any] = store.r.hgetall(STATS_KEY)
-    return {k: int(v) for k, v in raw.items()}
+    return store.acd.stats()

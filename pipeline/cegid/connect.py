@@ -157,7 +157,7 @@ def _client(creds: LoopCredentials) -> LoopClient:
 
 def context(store: Store, client_file_id: str) -> LoopContext:
     """Build the context of a client file's Cegid Loop connection, without any network call."""
-    conn = store.connection(client_file_id, PROVIDER)
+    conn = store.connections.get(client_file_id, PROVIDER)
     if conn is None:
         raise NoConnection(
             f"client file {client_file_id} has no Cegid Loop connection",
@@ -245,7 +245,7 @@ def connect(
     creds = LoopCredentials(url=steps.url, subscription_key=subscription_key, api_key=api_key, api_secret=api_secret)
     journals = check_dossier(_client(creds), dossier, api_key, steps)
     stamp = now()
-    store.save_connection(
+    store.connections.save(
         Connection(
             provider=PROVIDER,
             client_file_id=client_file_id,
@@ -303,13 +303,13 @@ def disconnect(store: Store, client_file_id: str) -> Disconnected | None:
     """Remove a client file's Cegid Loop connection, keeping its records; None when there was none."""
     from pipeline.cegid.export import pending
 
-    conn = store.delete_connection(client_file_id, PROVIDER)
+    conn = store.connections.delete(client_file_id, PROVIDER)
     if conn is None:
         return None
     return Disconnected(
         client_file_id=client_file_id,
         dossier=str(conn.params.get("dossier", "")),
         connected_at=float(conn.params.get("connected_at") or conn.created_at),
-        records=len(store.record_ids(PROVIDER, client_file_id)),
+        records=len(store.records.ids(PROVIDER, client_file_id)),
         pending=len(pending(store, client_file_id)),
     )

@@ -101,8 +101,8 @@ def _doc(rec: Record) -> dict[str, Any]:
 def classify(store: Store, client_file_id: str, dossier: str) -> LedgerReconciliation:
     """Sort a client file's Cegid Loop records by what their ledger says (no network)."""
     out = LedgerReconciliation(client_file_id, dossier)
-    for rid in store.record_ids(PROVIDER, client_file_id):
-        rec = store.record(rid)
+    for rid in store.records.ids(PROVIDER, client_file_id):
+        rec = store.records.get(rid)
         if rec is None:
             continue
         out.records += 1
@@ -144,7 +144,7 @@ def classify(store: Store, client_file_id: str, dossier: str) -> LedgerReconcili
 
 def reconcile_cegid_loop(store: Store, client_file_id: str) -> LedgerReconciliation:
     """Reconcile one client file's Cegid Loop documents from the ledger."""
-    conn = store.connection(client_file_id, PROVIDER)
+    conn = store.connections.get(client_file_id, PROVIDER)
     dossier = str(conn.params.get("dossier", "")) if conn is not None else ""
     try:
         return classify(store, client_file_id, dossier)
@@ -159,7 +159,7 @@ class NotAPossibleDuplicate(ValueError):
 def mark_duplicate_checked(store: Store, client_file_id: str, document_id: str, reason: str, who: str) -> None:
     """An operator looked in PIA for a second copy of a document sent again (and removed it if there was one)."""
     rid = record_id(PROVIDER, client_file_id, document_id)
-    rec = store.record(rid)
+    rec = store.records.get(rid)
     ledger = (_doc(rec).get("deposit") or {}) if rec is not None else {}
     if rec is None or rec.state != "exported" or not ledger.get("resent_after_unknown_outcome"):
         raise NotAPossibleDuplicate(
@@ -167,5 +167,5 @@ def mark_duplicate_checked(store: Store, client_file_id: str, document_id: str, 
             "unknown outcome)"
         )
     checked = {"reason": reason, "who": who, "at": now()}
-    store.update_doc(rid, document_id, deposit={**ledger, "duplicate_checked": checked})
-    store.add_attempt(rid, {"step": "reconcile", "outcome": "duplicate_checked", **checked})
+    store.records.update_doc(rid, document_id, deposit={**ledger, "duplicate_checked": checked})
+    store.records.add_attempt(rid, {"step": "reconcile", "outcome": "duplicate_checked", **checked})

@@ -38,7 +38,7 @@ from pipeline.cegid.mapping import deposit_filename, transaction, unique_key
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, PermanentError
 from pipeline.model import Document, Event
-from pipeline.store import DeadLetter, LockBusy, P, Record, Store, now
+from pipeline.store import DeadLetter, LockBusy, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
@@ -87,15 +87,15 @@ def _ensure_spooled(store: Store, rec: Record, doc: Document) -> Path:
         limit_setting="HUBSYNC_CEGID_DOCUMENT_MAX_BYTES",
     )
     if not meta.get("sha256"):
-        store.update_doc(rec.id, doc.id, sha256=fetched.sha256, size=fetched.size, filename=doc.filename)
+        store.records.update_doc(rec.id, doc.id, sha256=fetched.sha256, size=fetched.size, filename=doc.filename)
     return fetched.path
 
 
 def skip(store: Store, rid: str, doc_id: str, step: str, reason: str, **fields: Any) -> None:
     """Settle a record as ``skipped`` with its reason, visible in ``hubsync entry`` and counted by status."""
-    store.update_doc(rid, doc_id, skip_reason=reason)
-    store.update(rid, state="skipped", note=f"skipped: {reason}", post_started_at=None, **fields)
-    store.add_attempt(rid, {"step": step, "outcome": "skipped", "reason": reason})
+    store.records.update_doc(rid, doc_id, skip_reason=reason)
+    store.records.update(rid, state="skipped", note=f"skipped: {reason}", post_started_at=None, **fields)
+    store.records.add_attempt(rid, {"step": step, "outcome": "skipped", "reason": reason})
     log.info("%s skipped: %s", rid, reason)
 
 
@@ -146,7 +146,7 @@ def check(store: Store, rec: Record) -> None:
         raise DocumentTooLarge(
             f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}", hint=TOO_LARGE_HINT
         )
-    store.update_doc(rec.id, doc.id, content_type=kind, size=size, checked=True)
+    store.records.update_doc(rec.id, doc.id, content_type=kind, size=size, checked=True)
 
 
 def prepare(store: Store, rec: Record) -> None:
@@ -160,8 +160,8 @@ def prepare(store: Store, rec: Record) -> None:
     sha = str(meta["sha256"])
     name = deposit_filename(event.entry, doc, sha, str(meta["content_type"]))
     if meta.get("name") != name or meta.get("transaction") != transaction(doc):
-        store.update_doc(rec.id, doc.id, name=name, transaction=transaction(doc))
-    store.update(rec.id, ack=unique_key(doc.id, sha))
+        store.records.update_doc(rec.id, doc.id, name=name, transaction=transaction(doc))
+    store.records.update(rec.id, ack=unique_key(doc.id, sha))
 
 
 def _ledger(ctx: LoopContext, meta: dict[str, Any], result: Deposited, sent_at: float, resent: bool) -> dict[str, Any]:
@@ -206,14 +206,10 @@ def deposit(store: Store, rec: Record) -> None:
         raise Deferred("the document is not prepared yet", retry_after=1.0)
     ctx = context(store, rec.client_file_id)
     try:
-        with store.lock(f"deposit:{rec.id}", ttl_seconds=settings().http_timeout_seconds * 2 + 30):
+        with store.locks.hold(f"deposit:{rec.id}", ttl_seconds=settings().http_timeout_seconds * 2 + 30):
             _deposit_locked(store, rec.id, doc, ctx)
     except LockBusy as exc:
         raise Deferred("another worker is depositing this document", retry_after=2.0) from exc
-
-
-def _content_key(client_file_id: str, sha256: str) -> str:
-    return f"{P}:cegid_loop:content:{client_file_id}:{sha256}"
 
 
 def _same_file_elsewhere(store: Store, rec: Record, sha256: str) -> str | None:
@@ -221,14 +217,11 @@ def _same_file_elsewhere(store: Store, rec: Record, sha256: str) -> str | None:
     dossier under another document (an invoice attached to its purchase and to its payment): PIA would
     pre-fill the client's journals from it twice, and Loop has no idempotency. None when this document holds
     the file's place (claimed here, for the dedupe window), or when the other one never went."""
-    key = _content_key(rec.client_file_id, sha256)
     ttl = settings().event_ttl_seconds
-    if store.r.set(key, rec.id, nx=True, ex=ttl):
-        return None
-    holder = store.r.get(key)
+    holder = store.loop.claim_file(rec.client_file_id, sha256, rec.id, ttl)
     if holder == rec.id:
         return None
-    other = store.record(holder) if holder else None
+    other = store.records.get(holder) if holder else None
     if other is not None:
         meta = other.docs.get(other.entry_id) or {}
         unknown = other.state == "dead" and (other.last_error or {}).get("error_class") == OUTCOME_UNKNOWN
@@ -245,12 +238,12 @@ def _same_file_elsewhere(store: Store, rec: Record, sha256: str) -> str | None:
                 f"the same file (sha256 {sha256[:12]}…) as document {other.entry_id}, which {went} into this "
                 "dossier: Cegid Loop would pre-fill the client's journals from it twice"
             )
-    store.r.set(key, rec.id, ex=ttl)  # the other never went: this document takes the file's place
+    store.loop.give_file(rec.client_file_id, sha256, rec.id, ttl)  # the other never went: this one takes its place
     return None
 
 
 def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> None:
-    fresh = store.record(rid)
+    fresh = store.records.get(rid)
     if fresh is None or fresh.state in SETTLED:
         return
     meta = fresh.docs.get(doc.id) or {}
@@ -270,9 +263,11 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
             )
         # An operator replayed the outcome-unknown dead letter: send again, and say so in the ledger.
         resent = True
-        store.add_attempt(rid, {"step": "deposit", "outcome": "resending_after_unknown_outcome", "earlier": sending})
+        store.records.add_attempt(
+            rid, {"step": "deposit", "outcome": "resending_after_unknown_outcome", "earlier": sending}
+        )
     else:
-        withdrawn = store.fields(rid, "withdrawn")[0]
+        withdrawn = store.records.fields(rid, "withdrawn")[0]
         if withdrawn:
             # A re-validation removed it while an earlier try of this step held the lock, and that try did not
             # send it: it never goes now.
@@ -289,8 +284,10 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
             f"the document has {size} bytes; Cegid Loop takes at most {DEPOSIT_MAX_BYTES}", hint=TOO_LARGE_HINT
         )
     sent_at = now()
-    store.update_doc(rid, doc.id, sending={"at": sent_at, "generation": fresh.generation, "context": ctx.dossier})
-    store.update(rid, post_started_at=sent_at)
+    store.records.update_doc(
+        rid, doc.id, sending={"at": sent_at, "generation": fresh.generation, "context": ctx.dossier}
+    )
+    store.records.update(rid, post_started_at=sent_at)
     try:
         result = ctx.client.store_document(
             ctx.dossier,
@@ -301,25 +298,25 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
             upload_author=ctx.partner_email or None,
         )
     except DepositOutcomeUnknown as exc:
-        store.update_doc(rid, doc.id, unknown={"at": now(), "why": exc.message, "status": exc.status})
+        store.records.update_doc(rid, doc.id, unknown={"at": now(), "why": exc.message, "status": exc.status})
         raise _unknown(meta, doc.id, ctx.dossier, exc.message, exc.status) from exc
     except UnsupportedFileType as exc:
-        store.update_doc(rid, doc.id, sending=None)
-        store.update(rid, post_started_at=None)
+        store.records.update_doc(rid, doc.id, sending=None)
+        store.records.update(rid, post_started_at=None)
         skip(store, rid, doc.id, "deposit", f"Cegid Loop refused its content ({exc.message})")
         return
     except HubsyncError:
-        store.update_doc(rid, doc.id, sending=None)  # it did not go out whole: a retry sends it
-        store.update(rid, post_started_at=None)
+        store.records.update_doc(rid, doc.id, sending=None)  # it did not go out whole: a retry sends it
+        store.records.update(rid, post_started_at=None)
         raise
     except Exception as exc:
         # A bug after the request may have gone out: never guess "not sent".
-        store.update_doc(rid, doc.id, unknown={"at": now(), "why": type(exc).__name__})
+        store.records.update_doc(rid, doc.id, unknown={"at": now(), "why": type(exc).__name__})
         raise _unknown(meta, doc.id, ctx.dossier, f"{type(exc).__name__} while depositing", None) from exc
     ledger = _ledger(ctx, {**meta, "size": size}, result, sent_at, resent)
-    store.update_doc(rid, doc.id, deposit=ledger, sending=None, unknown=None)
+    store.records.update_doc(rid, doc.id, deposit=ledger, sending=None, unknown=None)
     stamp = now()
-    store.update(
+    store.records.update(
         rid,
         provider_id=result.document_id,
         posted_at=stamp,
@@ -327,7 +324,7 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
         post_started_at=None,
         state="exported",
     )
-    store.add_attempt(
+    store.records.add_attempt(
         rid,
         {
             "step": "deposit",
@@ -343,12 +340,12 @@ def settle_discarded(store: Store, dl: DeadLetter, reason: str) -> None:
     """An operator discarded an outcome-unknown deposit, meaning "it is in PIA": settle the record as exported."""
     if dl.error_class != OUTCOME_UNKNOWN or not dl.record_id:
         return
-    rec = store.record(dl.record_id)
+    rec = store.records.get(dl.record_id)
     if rec is None or rec.state in SETTLED:
         return
     meta = rec.docs.get(rec.entry_id) or {}
     sending = meta.get("sending") or {}
-    store.update_doc(
+    store.records.update_doc(
         rec.id,
         rec.entry_id,
         deposit={
@@ -367,8 +364,8 @@ def settle_discarded(store: Store, dl: DeadLetter, reason: str) -> None:
         sending=None,
     )
     stamp = now()
-    store.update(rec.id, state="exported", confirmed_at=stamp, post_started_at=None, dead_letter_id=None)
-    store.add_attempt(
+    store.records.update(rec.id, state="exported", confirmed_at=stamp, post_started_at=None, dead_letter_id=None)
+    store.records.add_attempt(
         rec.id, {"step": "deposit", "outcome": "settled_as_exported", "dead_letter": dl.id, "reason": reason}
     )
 

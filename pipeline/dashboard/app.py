@@ -127,7 +127,7 @@ def create_app(wiring: Wiring, secret_key: str, secure_cookies: bool = False) ->
     @app.get("/healthz")
     def healthz() -> tuple[str, int]:
         try:
-            store().r.ping()
+            store().ping()
         except Exception:  # noqa: BLE001 - any failure to reach Redis is "not healthy"
             return "redis unreachable\n", 503
         return "ok\n", 200

@@ -192,16 +192,16 @@ def page(store: Store, flt: Filter, offset: int = 0, size: int = PAGE_SIZE) -> P
     since, until = _time_range(flt)
     offset = max(0, offset)
     if not flt.q:
-        ids, total = store.dead_letter_ids(flt.status, _where(flt), since, until, offset, size)
-        return Page(store.dead_letters_by_id(ids), total, offset, size)
+        ids, total = store.dead_letters.page(flt.status, _where(flt), since, until, offset, size)
+        return Page(store.dead_letters.by_ids(ids), total, offset, size)
     found: list[DeadLetter] = []
     scanned, total = 0, 0
     while scanned < SEARCH_SCAN_LIMIT:
-        ids, total = store.dead_letter_ids(flt.status, _where(flt), since, until, scanned, SEARCH_BATCH)
+        ids, total = store.dead_letters.page(flt.status, _where(flt), since, until, scanned, SEARCH_BATCH)
         if not ids:
             break
         scanned += len(ids)
-        found += [dl for dl in store.dead_letters_by_id(ids) if flt.matches(dl)]
+        found += [dl for dl in store.dead_letters.by_ids(ids) if flt.matches(dl)]
     return Page(found[offset : offset + size], len(found), offset, size, scanned, scanned >= total)
 
 
@@ -212,16 +212,16 @@ def dead_letters(store: Store, flt: Filter) -> list[DeadLetter]:
     since, until = _time_range(flt)
     out: list[DeadLetter] = []
     while True:
-        ids, _total = store.dead_letter_ids(flt.status, _where(flt), since, until, len(out), SEARCH_BATCH)
+        ids, _total = store.dead_letters.page(flt.status, _where(flt), since, until, len(out), SEARCH_BATCH)
         if not ids:
             return out
-        out += store.dead_letters_by_id(ids)
+        out += store.dead_letters.by_ids(ids)
 
 
 def facet_counts(store: Store, status: str = "open") -> dict[str, list[tuple[str, int]]]:
     """How many dead letters of a status per provider, client file, error class, failed step and day (kept
     up to date as dead letters open and close: no dead letter is read)."""
-    counts = store.dead_letter_facets(status)
+    counts = store.dead_letters.facets(status)
     out = {facet: sorted(counts[facet].items(), key=lambda kv: (-kv[1], kv[0])) for facet in FACETS}
     out["day"] = sorted(counts["day"].items(), reverse=True)
     return out
@@ -231,7 +231,7 @@ def cause_groups(store: Store, flt: Filter, shown: int = 30) -> list[Group]:
     """The dead letters grouped by likely cause (provider, client file, step, error class), biggest first,
     narrowed by the filter's facets (not by its dates or search), with the newest one's hint."""
     out = []
-    for provider, client_file, step, error_class, n, newest, dl_id in store.dead_letter_groups(flt.status):
+    for provider, client_file, step, error_class, n, newest, dl_id in store.dead_letters.groups(flt.status):
         if any(
             wanted and wanted != have
             for wanted, have in (
@@ -245,7 +245,7 @@ def cause_groups(store: Store, flt: Filter, shown: int = 30) -> list[Group]:
         out.append((Group(provider, client_file, step, error_class, n, newest=newest), dl_id))
     out.sort(key=lambda item: (-item[0].count, item[0].provider, item[0].client_file, item[0].step))
     out = out[:shown]
-    samples = {dl.id: dl for dl in store.dead_letters_by_id([dl_id for _, dl_id in out if dl_id])}
+    samples = {dl.id: dl for dl in store.dead_letters.by_ids([dl_id for _, dl_id in out if dl_id])}
     for group, dl_id in out:
         sample = samples.get(dl_id)
         if sample is not None:
@@ -327,10 +327,10 @@ def provider_id_text(rec: Record) -> str:
 
 def detail(store: Store, dl_id: str, flower_url: str = "") -> Detail | None:
     """One dead letter with its masked event, every attempt, its audit and its entry's state per provider."""
-    dl = store.dead_letter(dl_id)
+    dl = store.dead_letters.get(dl_id)
     if dl is None:
         return None
-    attempts = store.attempts(dl.record_id) if dl.record_id else []
+    attempts = store.records.attempts(dl.record_id) if dl.record_id else []
     if not attempts:
         attempts = list(dl.attempts)
     shown_attempts = []
@@ -340,7 +340,7 @@ def detail(store: Store, dl_id: str, flower_url: str = "") -> Detail | None:
         shown_attempts.append(item)
     states = []
     if dl.entry_id:
-        for rec in store.records_of_entry(dl.entry_id):
+        for rec in store.records.of_entry(dl.entry_id):
             states.append(
                 ProviderState(
                     provider=rec.provider,
@@ -420,7 +420,7 @@ def recent_audit(store: Store, limit: int = AUDIT_SHOWN, offset: int = 0) -> lis
 
 def audit_page(store: Store, offset: int = 0, size: int = AUDIT_SHOWN) -> tuple[list[dict[str, Any]], int]:
     """One page of the audit trail, newest first, and how many lines are kept."""
-    items, total = store.audit_page(max(0, offset), size)
+    items, total = store.dead_letters.audit_page(max(0, offset), size)
     return [{**mask(item), "when": when(item.get("at"))} for item in items], total
 
 
@@ -450,18 +450,18 @@ class Health:
 def health(store: Store) -> list[Health]:
     """Per client file and provider: last success, failures in a row, waiting retries, breaker state (from
     counters kept as states change: no record is read)."""
-    all_states = store.all_states()
-    connections = {(c.provider, c.client_file_id): c for c in store.connections()}
+    all_states = store.records.all_states()
+    connections = {(c.provider, c.client_file_id): c for c in store.connections.all()}
     pairs = set(all_states) | set(connections)
     dead: Counter[tuple[str, str]] = Counter()
-    for provider, client_file, _step, _error_class, n, _at, _id in store.dead_letter_groups("open"):
+    for provider, client_file, _step, _error_class, n, _at, _id in store.dead_letters.groups("open"):
         dead[(provider, "" if client_file == "-" else client_file)] += n
-    successes = store.last_successes()
+    successes = store.records.last_successes()
     exports = cegid_exports(store, sorted(cf for provider, cf in pairs if provider == CEGID))
     out = []
     for provider, client_file in sorted(pairs):
         conn = connections.get((provider, client_file))
-        states = all_states.get((provider, client_file)) or store.states(provider, client_file)
+        states = all_states.get((provider, client_file)) or store.records.states(provider, client_file)
         breaker_state: dict[str, float | int | str] = {"state": "-", "failures": 0}
         if conn is not None and provider == "acd":
             from pipeline.acd.steps import breaker_name
@@ -508,15 +508,8 @@ def cegid_exports(store: Store, client_files: Iterable[str]) -> dict[str, tuple[
         return {}
     try:
         export = importlib.import_module("pipeline.cegid.export")
-        pending: Callable[[Store, str], list[str]] = export.pending
         next_export_at: Callable[[], datetime] = export.next_export_at
     except (ImportError, AttributeError, SyntaxError):  # Cegid Loop not (yet) part of this deployment
         return {}
     at = next_export_at().strftime("%Y-%m-%d %H:%MZ")
-    pending_key: Callable[[str], str] | None = getattr(export, "pending_key", None)
-    if pending_key is None:  # an export module without a pending sorted set: ask it
-        return {cf: (len(pending(store, cf)), at) for cf in files}
-    pipe = store.r.pipeline(transaction=False)
-    for cf in files:
-        pipe.zcard(pending_key(cf))
-    return {cf: (int(n), at) for cf, n in zip(files, pipe.execute(), strict=True)}
+    return {cf: (n, at) for cf, n in zip(files, store.loop.pending_counts(files), strict=True)}

@@ -24,7 +24,7 @@ from typing import Any
 
 from hubsync_sandbox.embedded import EmbeddedRedis
 from hubsync_sandbox.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf
-from pipeline.store import Store
+from pipeline.store import Store, record_id
 
 FIRMS = {"dupont": "DUPONT01", "martin": "MARTIN01", "leroy": "LEROY01"}
 TARGETS: tuple[tuple[str, str], ...] = tuple(FIRMS.items())
@@ -242,23 +242,20 @@ class Bed:
 
     def record(self, cf: str, entry_id: str) -> Any:
         """An entry's ACD record."""
-        return self.store.record(f"acd:{cf}:{entry_id}")
+        return self.store.records.get(f"acd:{cf}:{entry_id}")
 
     def settled(self, batch: Batch) -> int:
         """How many of the batch's entries are confirmed or dead."""
-        pipe = self.store.r.pipeline(transaction=False)
-        for cf, ids in batch.entries.items():
-            for entry_id in ids:
-                pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "state")
-        return sum(1 for state in pipe.execute() if state in ("confirmed", "dead"))
+        states = self.store.records.fields_of_many(self._record_ids(batch), "state")
+        return sum(1 for (state,) in states if state in ("confirmed", "dead"))
 
     def posted(self, batch: Batch) -> int:
         """How many of the batch's entries ACD has taken (posted, confirmed or not)."""
-        pipe = self.store.r.pipeline(transaction=False)
-        for cf, ids in batch.entries.items():
-            for entry_id in ids:
-                pipe.hget(f"hubsync:rec:{{acd:{cf}:{entry_id}}}", "posted_at")
-        return sum(1 for at in pipe.execute() if at)
+        return sum(1 for (at,) in self.store.records.fields_of_many(self._record_ids(batch), "posted_at") if at)
+
+    @staticmethod
+    def _record_ids(batch: Batch) -> list[str]:
+        return [record_id("acd", cf, entry_id) for cf, ids in batch.entries.items() for entry_id in ids]
 
     def wait_posted(self, batch: Batch, at_least: int, timeout: float) -> None:
         """Wait until ``at_least`` of the batch's entries are posted (confirmations come in batches, later)."""
@@ -392,7 +389,7 @@ class Bed:
                 if self._app is not None:
                     self._app.close()
                 self.sandbox.stop()
-                self.store.r.close()
+                self.store.close()
             finally:
                 self.redis.stop()
 

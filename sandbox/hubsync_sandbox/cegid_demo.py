@@ -208,7 +208,7 @@ def run_day(
     )
 
     def settled() -> bool:
-        states = [store.fields(rid, "state")[0] for rid in rids]
+        states = [store.records.fields(rid, "state")[0] for rid in rids]
         return not pending(store, client_file_id) and all(s in SETTLED for s in states)
 
     _wait(settled, timeout)
@@ -218,7 +218,7 @@ def run_day(
     if history:
         figures.export_delay_seconds = max(0.0, float(history[0]["started_at"]) - sent_at)
     for rid in rids:
-        rec = store.record(rid)
+        rec = store.records.get(rid)
         if rec is None or rec.state not in SETTLED:
             figures.not_settled += 1
         elif rec.state == "exported":

@@ -230,7 +230,7 @@ def _wait(store: Any, rids: list[str], timeout: float, echo: Echo) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        records = [store.record(rid) for rid in rids]
+        records = [store.records.get(rid) for rid in rids]
         states = Counter(rec.state if rec else "queued" for rec in records)
         line = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         if line != last:
@@ -253,7 +253,7 @@ def _summary(
 ) -> dict[str, Any]:
     """Each entry placed by its exact lines in every dossier of every firm: landed in its own dossier once, twice,
     in another client's dossier, or nowhere."""
-    records = [store.record(rid) for rid in rids]
+    records = [store.records.get(rid) for rid in rids]
     by_sig = {_signature(r.payload["LignesEcriture"]): r.id for r in records if r and r.payload}
     places: dict[str, list[tuple[str, str]]] = {}
     for firm, seed in server.acd.firms.items():
@@ -273,7 +273,7 @@ def _summary(
         landed += rec.state == "confirmed" and where == [home]
     dead = [
         {"entry": dl.entry_id, "event": dl.event_id, "step": dl.step, "error": dl.error_class, "message": dl.message}
-        for dl in store.dead_letters()
+        for dl in store.dead_letters.all()
         if dl.client_file_id in files
     ]
     lost = sum(1 for r in records if r is None or r.state not in ("confirmed", "dead"))
@@ -287,7 +287,7 @@ def _summary(
         "lost": lost + len(unexpected),
         "dead_letters": dead,
         "expected_dead_letters": sorted(expected_dead),
-        "events": store.counters(),
+        "events": store.events.counters(),
     }
 
 

@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 from hubsync_sandbox import Fault
-from pipeline.deliveries import RedeliveryLimitReached, counter_key, max_deliveries
+from pipeline.deliveries import RedeliveryLimitReached, max_deliveries
+from pipeline.store.keys import deliveries as counter_key
 from tests.faults.conftest import ENTRIES, WORKERS, Bed, assert_reconciled, percentile
 
 pytestmark = pytest.mark.integration
@@ -59,14 +60,14 @@ def test_poison_message_is_dead_lettered_after_the_delivery_cap(make_bed) -> Non
     bed.wait_settled(batch, 60)
     cf, (entry_id,) = next(iter(batch.entries.items()))
     rid = f"acd:{cf}:{entry_id}"
-    bed.store.update(rid, state="received", confirmed_at=None, provider_id=None, posted_at=None)
+    bed.store.records.update(rid, state="received", confirmed_at=None, provider_id=None, posted_at=None)
     task_id = f"poison-{bed.run}"
     bed.store.r.set(counter_key(task_id, 0), max_deliveries())
     # when that message is delivered once more
-    bed.send("hubsync.acd.post_entry", [rid, bed.store.record(rid).generation], "acd", task_id=task_id)
+    bed.send("hubsync.acd.post_entry", [rid, bed.store.records.get(rid).generation], "acd", task_id=task_id)
     # then it does not run: its record is dead-lettered, naming the cap, and the worker goes on
-    bed.wait(lambda: bed.store.record(rid).state == "dead", 30, "the poison record dead-lettered")
-    (dl,) = [d for d in bed.store.dead_letters("acd") if d.record_id == rid]
+    bed.wait(lambda: bed.store.records.get(rid).state == "dead", 30, "the poison record dead-lettered")
+    (dl,) = [d for d in bed.store.dead_letters.all("acd") if d.record_id == rid]
     assert dl.error_class == RedeliveryLimitReached.__name__ and dl.step == "post"
     assert f"delivered {max_deliveries() + 1} times" in dl.message
     assert len([e for e in bed.sandbox.acd.entries("dupont", "DUPONT01") if e]) == 1  # posted once, not again
@@ -201,7 +202,7 @@ def test_garbage_and_truncated_answers_lose_nothing(make_bed) -> None:
         a.get("error_class")
         for cf, ids in batch.entries.items()
         for e in ids
-        for a in bed.store.attempts(f"acd:{cf}:{e}")
+        for a in bed.store.records.attempts(f"acd:{cf}:{e}")
         if a.get("outcome") == "retry"
     )
     print(f"retried after: {dict(seen)}")
@@ -251,7 +252,7 @@ def test_500_after_commit_and_backup_500s_post_nothing_twice(make_bed) -> None:
         1
         for cf, ids in batch.entries.items()
         for e in ids
-        if "found_in_fec" in [a.get("outcome") for a in bed.store.attempts(f"acd:{cf}:{e}")]
+        if "found_in_fec" in [a.get("outcome") for a in bed.store.records.attempts(f"acd:{cf}:{e}")]
     )
     print(f"{errors} posts answered 500; {found} entries committed before their 500 were found in the FEC")
     assert errors > 0 and found > 0

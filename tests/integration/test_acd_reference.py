@@ -75,7 +75,7 @@ def test_unknown_journal_account_and_invoice_number_are_refused_before_any_post(
     assert "File > Settings > Entry > Invoice Number Management" in invoice_error["hint"]
     # and the reference data was refreshed before refusing (it might have been stale)
     assert _calls(hub, "compta/comptes/generaux") > refreshes_before
-    letters = [d for d in hub.store.dead_letters("acd") if d.client_file_id == cf]
+    letters = [d for d in hub.store.dead_letters.all("acd") if d.client_file_id == cf]
     assert {d.step for d in letters} == {"map"} and len(letters) == 3
     # and the operator sees the reasons
     listed = json.loads(run_cli(hub.env, "dlq", "list", "--provider", "acd", "--json").stdout)
@@ -101,7 +101,7 @@ def test_account_added_in_acd_after_connect_lands_without_an_operator(hub: Hub) 
     # then the stale reference data is refreshed and the entry lands, once, with no dead letter
     assert rec.state == "confirmed", rec.last_error
     assert len(hub.acd_entries_with(FIRM, DOSSIER, rec.ack)) == 1
-    assert not [d for d in hub.store.dead_letters("acd") if d.client_file_id == cf]
+    assert not [d for d in hub.store.dead_letters.all("acd") if d.client_file_id == cf]
     assert account in load(hub.store, _scope(hub)).general
 
 
@@ -155,18 +155,18 @@ def test_connect_warns_about_journals_without_invoice_numbers(hub: Hub) -> None:
     assert "journals without invoice-number management (AN, BQ, NF, OD, SI)" in result.stdout
     assert "turn on File > Settings > Entry > Invoice Number Management if entries on them carry" in result.stdout
     assert load(hub.store, _scope(hub)) is not None
-    assert hub.store.connection(cf, "acd").status == "ready"
+    assert hub.store.connections.get(cf, "acd").status == "ready"
 
 
 def test_connect_refuses_an_unshared_dossier_and_an_empty_chart_is_not_ready(hub: Hub) -> None:
     unshared = _connect_cli(hub, "--client-file", hub.cf("unshared"), "--dossier", "DUPONT02")
     assert unshared.returncode == 1
     assert "not shared" in unshared.stderr and "Sharing Management" in unshared.stderr
-    assert hub.store.connection(hub.cf("unshared"), "acd") is None
+    assert hub.store.connections.get(hub.cf("unshared"), "acd") is None
     empty = _connect_cli(hub, "--client-file", hub.cf("empty"), "--dossier", "DUPONT03")
     assert empty.returncode == 2
     assert "chart of accounts is empty" in empty.stderr and "not ready" in empty.stderr
-    assert hub.store.connection(hub.cf("empty"), "acd").status == "incomplete"
+    assert hub.store.connections.get(hub.cf("empty"), "acd").status == "incomplete"
 
 
 def test_connect_all_dossiers_twice_connects_each_shared_dossier_once(hub: Hub) -> None:
@@ -186,12 +186,13 @@ def test_connect_all_dossiers_twice_connects_each_shared_dossier_once(hub: Hub) 
     assert any(line.startswith(f"DUPONT04 (Dupont Traiteur) -> {prefix}dupont04: connected") for line in lines)
     assert "3 client file(s) connected or updated, 0 unchanged" in first.stdout
     assert "DUPONT02 not shared, DUPONT03 not ready" in first.stderr
-    ready = hub.store.connection(f"{prefix}dupont01", "acd")
+    ready = hub.store.connections.get(f"{prefix}dupont01", "acd")
     assert ready is not None and ready.status == "ready" and ready.params["dossier"] == "DUPONT01"
-    assert hub.store.connection(f"{prefix}dupont02", "acd") is None
-    assert hub.store.connection(f"{prefix}dupont03", "acd").status == "incomplete"
+    assert hub.store.connections.get(f"{prefix}dupont02", "acd") is None
+    assert hub.store.connections.get(f"{prefix}dupont03", "acd").status == "incomplete"
     before = {
-        cf: hub.store.connection(cf, "acd") for cf in (f"{prefix}dupont01", f"{prefix}dupont03", f"{prefix}dupont04")
+        cf: hub.store.connections.get(cf, "acd")
+        for cf in (f"{prefix}dupont01", f"{prefix}dupont03", f"{prefix}dupont04")
     }
     # when it runs again
     second = _connect_cli(hub, "--all-dossiers", "--client-file-prefix", prefix, "--json")
@@ -204,7 +205,7 @@ def test_connect_all_dossiers_twice_connects_each_shared_dossier_once(hub: Hub) 
     assert outcomes["DUPONT02"]["outcome"] == "not_shared" and "Sharing Management" in outcomes["DUPONT02"]["hint"]
     assert outcomes["DUPONT02"]["client_file_id"] is None
     for cf, conn in before.items():
-        assert hub.store.connection(cf, "acd") == conn
+        assert hub.store.connections.get(cf, "acd") == conn
     third = _connect_cli(hub, "--all-dossiers", "--client-file-prefix", prefix)
     assert "0 client file(s) connected or updated, 3 unchanged" in third.stdout
     assert third.stdout.count("already connected, unchanged") == 3

@@ -172,7 +172,7 @@ def test_server_off_for_a_while_then_back_every_entry_lands_exactly_once(hub: Hu
     assert all(r.state == "confirmed" for r in records.values())
     for rec in records.values():
         assert len(hub.acd_entries_with("martin", "MARTIN01", rec.ack)) == 1
-        assert any(a.get("outcome") == "retry" for a in hub.store.attempts(rec.id))
+        assert any(a.get("outcome") == "retry" for a in hub.store.records.attempts(rec.id))
 
 
 def test_commit_then_dropped_connection_does_not_post_twice(hub: Hub) -> None:
@@ -189,7 +189,7 @@ def test_commit_then_dropped_connection_does_not_post_twice(hub: Hub) -> None:
     for rec in records.values():
         assert rec.state == "confirmed", rec.last_error
         assert acks[f"(#{rec.ack}#)"] == 1
-        outcomes = [a.get("outcome") for a in hub.store.attempts(rec.id)]
+        outcomes = [a.get("outcome") for a in hub.store.records.attempts(rec.id)]
         assert "found_in_fec" in outcomes
 
 
@@ -201,7 +201,7 @@ def test_same_event_delivered_three_times_has_one_effect(hub: Hub) -> None:
         hub.emit(event)
     rec = hub.wait_states(cf, [event["entry"]["id"]])[event["entry"]["id"]]
     assert rec.state == "confirmed"
-    hub.wait(lambda: hub.store.counters().get("events_duplicate", 0) >= 2, 10, "duplicates counted")
+    hub.wait(lambda: hub.store.events.counters().get("events_duplicate", 0) >= 2, 10, "duplicates counted")
     assert len(hub.acd_entries_with(FIRM, DOSSIER, rec.ack)) == 1
     assert rec.generation == 0
 
@@ -230,7 +230,7 @@ def test_invalid_event_is_refused_with_every_field_named_and_kept(hub: Hub, tmp_
     direct["occurred_at"] = "yesterday"
     hub.emit(direct)
     hub.wait(
-        lambda: any(d.entry_id == direct["entry"]["id"] for d in hub.store.dead_letters("ingest")), 20, "kept event"
+        lambda: any(d.entry_id == direct["entry"]["id"] for d in hub.store.dead_letters.all("ingest")), 20, "kept event"
     )
     assert hub.wait_states(cf, [good["entry"]["id"]])[good["entry"]["id"]].state == "confirmed"
 
@@ -246,7 +246,7 @@ def test_replay_after_the_cause_is_fixed_lands_once(hub: Hub) -> None:
     hub.emit(sample_event(cf, entry, documents=[pdf]))
     rec = hub.wait_states(cf, [entry["id"]])[entry["id"]]
     assert rec.state == "dead" and rec.last_error["error_class"] == "UnknownAccount"
-    (dl,) = [d for d in hub.store.dead_letters("acd") if d.entry_id == entry["id"]]
+    (dl,) = [d for d in hub.store.dead_letters.all("acd") if d.entry_id == entry["id"]]
     assert dl.step == "map" and "chart of accounts" in dl.hint  # refused before any post
     # the accountant adds the account in ACD, the operator replays
     hub.sandbox.acd.add_account(FIRM, DOSSIER, "generaux", account, "Compte ajouté")
@@ -258,7 +258,7 @@ def test_replay_after_the_cause_is_fixed_lands_once(hub: Hub) -> None:
         d["NomFichier"] for d in hub.sandbox.acd.documents(FIRM, DOSSIER) if d["NomFichier"].startswith(rec.ack)
     ]
     assert len(ged_names) == 1, "replay from the failed step must not upload the document again"
-    assert hub.store.dead_letter(dl.id).status == "replayed"
+    assert hub.store.dead_letters.get(dl.id).status == "replayed"
     assert run_cli(hub.env, "dlq", "replay", dl.id).returncode == 1
 
 

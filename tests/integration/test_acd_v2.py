@@ -155,7 +155,7 @@ def test_500_after_commit_is_found_in_the_fec_and_never_posted_again(hub: Hub) -
     for rec in records.values():
         assert rec.state == "confirmed", rec.last_error
         assert len(hub.acd_entries_with("leroy", "LEROY01", rec.ack)) == 1
-        history = hub.store.attempts(rec.id)
+        history = hub.store.records.attempts(rec.id)
         unknown = [a for a in history if a.get("error_class") == "PostOutcomeUnknown"]
         assert unknown and "La référence d'objet n'est pas définie" in unknown[0]["message"]
         assert "found_in_fec" in [a.get("outcome") for a in history]
@@ -253,7 +253,7 @@ def test_a_post_the_server_commits_after_the_client_gave_up_is_found_not_posted_
     # then the timeout is an unknown outcome, looked up in a FEC read after the server's own timeout: found once
     assert rec.state == "confirmed", rec.last_error
     assert len(hub.acd_entries_with("leroy", "LEROY01", rec.ack)) == 1
-    outcomes = [a.get("outcome") for a in hub.store.attempts(rec.id)]
+    outcomes = [a.get("outcome") for a in hub.store.records.attempts(rec.id)]
     assert "found_in_fec" in outcomes and "posted" not in outcomes
 
 
@@ -292,7 +292,7 @@ def test_connect_finds_the_api_from_the_browser_address_and_says_where(hub: Hub)
     assert "fiscal years: 01/01/2023-31/12/2023 closed" in result.stdout
     assert "GED filing plans: AC -> " in result.stdout and "VT -> " in result.stdout
     assert "journals: AC (Achat), VT (Vente), BQ (Tresorerie)" in result.stdout
-    assert hub.store.connection(hub.cf("found"), "acd").params["api_base"] == api
+    assert hub.store.connections.get(hub.cf("found"), "acd").params["api_base"] == api
 
 
 def test_connect_with_a_wrong_password_costs_one_failed_login(hub: Hub) -> None:
@@ -307,7 +307,7 @@ def test_connect_with_a_wrong_password_costs_one_failed_login(hub: Hub) -> None:
     assert "refused the login of API code 'QONTO'" in result.stderr and "API Access Management" in result.stderr
     failed = sum(1 for c in hub.sandbox.acd.calls("martin") if "authentification" in c[1] and c[2] == 401)
     assert failed - failed_before == 1
-    assert hub.store.connection(hub.cf("badpw"), "acd") is None
+    assert hub.store.connections.get(hub.cf("badpw"), "acd") is None
 
 
 def _connect_martin(hub: Hub, cf: str, url: str) -> Any:
@@ -328,7 +328,7 @@ def test_connect_waits_out_a_429_at_the_api_and_connects(hub: Hub) -> None:
     # then it asked the same address again after the wait, and connected
     assert result.returncode == 0, result.stderr
     assert f"ACD API at {api}" in result.stdout
-    assert hub.store.connection(hub.cf("busy429"), "acd").params["api_base"] == api
+    assert hub.store.connections.get(hub.cf("busy429"), "acd").params["api_base"] == api
 
 
 @pytest.mark.parametrize(
@@ -348,7 +348,7 @@ def test_connect_to_a_busy_server_says_busy_not_wrong_address(hub: Hub, fault: F
     assert result.returncode == 1
     assert "busy or off" in result.stderr and "again in a few minutes" in result.stderr, result.stderr
     assert "Check the i-Suite URL" not in result.stderr
-    assert hub.store.connection(hub.cf("busy"), "acd") is None
+    assert hub.store.connections.get(hub.cf("busy"), "acd") is None
 
 
 def test_connect_failing_after_discovery_on_a_busy_server_says_to_run_it_again(hub: Hub) -> None:
@@ -375,7 +375,7 @@ def test_a_lost_ged_answer_is_looked_up_by_name_and_never_uploaded_twice(hub: Hu
     assert rec.state == "confirmed", rec.last_error
     copies = [d for d in hub.sandbox.acd.documents("martin", "MARTIN01") if d["NomFichier"].startswith(rec.ack)]
     assert len(copies) == 1
-    assert "found_in_ged" in [a.get("outcome") for a in hub.store.attempts(rec.id)]
+    assert "found_in_ged" in [a.get("outcome") for a in hub.store.records.attempts(rec.id)]
     (stored,) = hub.acd_entries_with("martin", "MARTIN01", rec.ack)
     assert stored["ReferenceGed"] == str(copies[0]["Id"])
 
@@ -397,7 +397,7 @@ def test_a_document_the_ged_stores_after_the_client_gave_up_is_found_not_uploade
     assert rec.state == "confirmed", rec.last_error
     copies = [d for d in hub.sandbox.acd.documents("martin", "MARTIN01") if d["NomFichier"].startswith(rec.ack)]
     assert len(copies) == 1
-    assert "found_in_ged" in [a.get("outcome") for a in hub.store.attempts(rec.id)]
+    assert "found_in_ged" in [a.get("outcome") for a in hub.store.records.attempts(rec.id)]
 
 
 def test_a_lost_dossier_session_is_reopened_without_a_new_login(hub: Hub) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.schedule import job_key
+from pipeline.store.keys import job as job_key
 from tests.conftest import Hub, run_cli
 from tests.ui.conftest import stop
 

@@ -94,14 +94,14 @@ def _wait_pending(hub: Hub, cf: str, count: int) -> None:
 
 def _wait_settled(hub: Hub, rids: list[str], timeout: float = 90) -> dict[str, Any]:
     def done() -> bool:
-        return all((rec := hub.store.record(rid)) is not None and rec.state in SETTLED for rid in rids)
+        return all((rec := hub.store.records.get(rid)) is not None and rec.state in SETTLED for rid in rids)
 
     try:
         hub.wait(done, timeout, f"{rids} settled")
     except AssertionError:
-        states = {rid: (r.state, r.step, r.last_error) if (r := hub.store.record(rid)) else None for rid in rids}
+        states = {rid: (r.state, r.step, r.last_error) if (r := hub.store.records.get(rid)) else None for rid in rids}
         raise AssertionError(f"documents not settled: {json.dumps(states, default=str)[:3000]}") from None
-    return {rid: hub.store.record(rid) for rid in rids}
+    return {rid: hub.store.records.get(rid) for rid in rids}
 
 
 def data_sha(data: bytes) -> str:
@@ -153,7 +153,7 @@ def test_days_export_lands_pdf_png_jpeg_once_with_transaction_and_type_and_never
         (jpg, "PURCHASE", "image/jpeg"),
     ):
         got = received[doc["sha256"]]
-        rec = hub.store.record(_rid(cf, doc))
+        rec = hub.store.records.get(_rid(cf, doc))
         assert rec.state == "exported" and rec.provider_id == got["documentId"]
         assert (got["transaction"], got["content_type"]) == (transaction, content_type)
         assert got["sniffed_type"] == content_type
@@ -185,14 +185,14 @@ def test_a_document_removed_by_a_revalidation_before_the_export_is_skipped_never
     hub.emit(first)
     _wait_pending(hub, cf, 1)
     hub.emit(again)
-    hub.wait(lambda: hub.store.event_status(again["event_id"]) == "done", 30, "the re-validation to be ingested")
+    hub.wait(lambda: hub.store.events.status(again["event_id"]) == "done", 30, "the re-validation to be ingested")
     # when the export runs
     shown = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--json")
     assert shown.returncode == 0, shown.stderr
     # then only the right document reaches Loop; the wrong one is skipped with the reason
     assert json.loads(shown.stdout)["counts"]["exported"] == 1
     assert set(_copies(hub, dossier)) == {right["sha256"]}
-    rec = hub.store.record(_rid(cf, wrong))
+    rec = hub.store.records.get(_rid(cf, wrong))
     assert rec.state == "skipped" and rec.docs[wrong["id"]].get("deposit") is None
     entry_id = first["entry"]["id"]
     reason = f"removed from entry {entry_id} by its re-validation {again['event_id']} before it was exported"
@@ -221,7 +221,7 @@ def test_one_file_attached_to_two_entries_is_deposited_once_and_the_other_skippe
     assert shown.returncode == 0, shown.stderr
     # then Loop receives the file once, and the other document says which one went
     assert _copies(hub, dossier) == Counter({on_purchase["sha256"]: 1, other["sha256"]: 1})
-    records = [hub.store.record(_rid(cf, d)) for d in (on_purchase, on_payment)]
+    records = [hub.store.records.get(_rid(cf, d)) for d in (on_purchase, on_payment)]
     assert sorted(r.state for r in records) == ["exported", "skipped"]
     went, skipped = sorted(records, key=lambda r: r.state)
     assert f"the same file (sha256 {data_sha(data)[:12]}" in skipped.note and went.entry_id in skipped.note
@@ -291,7 +291,7 @@ def test_rate_limit_storm_with_retry_after_still_lands_everything_once(hub: Hub)
     waited = [
         a
         for rid in result.enqueued
-        for a in hub.store.attempts(rid)
+        for a in hub.store.records.attempts(rid)
         if a.get("error_class") == "RateLimited" and a.get("outcome") == "retry"
     ]
     assert len(waited) == 12
@@ -318,7 +318,7 @@ def test_commit_then_drop_ends_as_an_outcome_unknown_dead_letter_never_a_silent_
     assert len(loop.deposits(dossier)) == 2 and set(_copies(hub, dossier).values()) == {1}
     listed = json.loads(run_cli(hub.env, "dlq", "list", "--provider", "cegid_loop", "--json").stdout)
     letter = next(dl for dl in listed if dl["id"] == dl_id)
-    name = hub.store.record(f"{PROVIDER}:{cf}:{doc_id}").docs[doc_id]["name"]
+    name = hub.store.records.get(f"{PROVIDER}:{cf}:{doc_id}").docs[doc_id]["name"]
     assert letter["error_class"] == "DepositOutcomeUnknown" and letter["state"] == "dead"
     assert name in letter["message"] and "may or may not hold it" in letter["message"]
     assert "discard" in letter["hint"] and "replay" in letter["hint"]
@@ -330,7 +330,7 @@ def test_commit_then_drop_ends_as_an_outcome_unknown_dead_letter_never_a_silent_
     discarded = run_cli(hub.env, "dlq", "discard", dl_id, "--reason", "seen in PIA by the accountant")
     assert discarded.returncode == 0, discarded.stderr
     # then it counts as exported, reconcile is green, and still nothing was sent twice
-    assert hub.store.record(f"{PROVIDER}:{cf}:{doc_id}").state == "exported"
+    assert hub.store.records.get(f"{PROVIDER}:{cf}:{doc_id}").state == "exported"
     reconciled = run_cli(hub.env, "reconcile", "--client-file", cf, "--json")
     (result,) = json.loads(reconciled.stdout)["client_files"]
     assert reconciled.returncode == 0 and result["deposited"] == 2 and result["outcome_unknown"] == []
@@ -368,7 +368,7 @@ def test_replaying_an_outcome_unknown_dead_letter_sends_it_again_because_the_ope
         hub.env, "reconcile", "--client-file", cf, "--checked", doc["id"], "--reason", "second copy deleted in PIA"
     )
     assert checked.returncode == 0 and "possible duplicate" not in checked.stdout, checked.stdout + checked.stderr
-    history = hub.store.attempts(_rid(cf, doc))
+    history = hub.store.records.attempts(_rid(cf, doc))
     assert history[-1]["outcome"] == "duplicate_checked" and history[-1]["reason"] == "second copy deleted in PIA"
 
 
@@ -382,11 +382,11 @@ def test_connect_refuses_an_unknown_dossier_code_before_any_deposit_and_prints_l
     unknown = run_cli(secret, *args, "--dossier", f"TYPO{hub.run}")
     assert unknown.returncode != 0 and unknown.stdout == ""
     assert f"knows no dossier 'TYPO{hub.run}'" in unknown.stderr and "lost silently" in unknown.stderr
-    assert hub.store.connection(cf, PROVIDER) is None
+    assert hub.store.connections.get(cf, PROVIDER) is None
     doc = _doc(hub, "typo", "receipt", data=tiny_pdf(f"typo {hub.run}"))
     hub.emit(_event(hub, cf, "expense_report", 91, [doc]))
     time.sleep(1.0)
-    assert hub.store.record(_rid(cf, doc)) is None and _loop(hub).deposits(f"TYPO{hub.run}") == []
+    assert hub.store.records.get(_rid(cf, doc)) is None and _loop(hub).deposits(f"TYPO{hub.run}") == []
     # a wrong secret and a dossier the key does not reach: each explained, the secret never shown
     wrong = run_cli({**env, "HUBSYNC_CEGID_API_SECRET": "not-the-secret"}, *args, "--dossier", "DUPONT01")
     assert wrong.returncode != 0 and "wrong key or secret" in wrong.stderr
@@ -409,14 +409,14 @@ def test_connect_refuses_an_unknown_dossier_code_before_any_deposit_and_prints_l
     ):
         assert shown in ok.stdout
     assert DEMO_API_SECRET not in ok.stdout + ok.stderr
-    conn = hub.store.connection(cf, PROVIDER)
+    conn = hub.store.connections.get(cf, PROVIDER)
     assert DEMO_API_SECRET not in json.dumps(conn.params) and DEMO_API_SECRET not in conn.sealed_secret
     # and `hubsync status` shows how long ago it was connected; `disconnect` removes it and says what it kept
     status = run_cli(hub.env, "status")
     assert f"connection cegid_loop {cf}: ready, connected " in status.stdout
     gone = run_cli(hub.env, "disconnect", "cegid-loop", "--client-file", cf)
     assert gone.returncode == 0 and f"Disconnected {cf} from Cegid Loop dossier DUPONT01." in gone.stdout
-    assert hub.store.connection(cf, PROVIDER) is None
+    assert hub.store.connections.get(cf, PROVIDER) is None
     again = run_cli(hub.env, "disconnect", "cegid-loop", "--client-file", cf)
     assert again.returncode != 0 and "has no Cegid Loop connection" in again.stderr
 
@@ -461,7 +461,7 @@ def test_document_arriving_mid_export_goes_in_the_next_export(hub: Hub) -> None:
     assert first.left_for_next == 1
     _wait_settled(hub, first.enqueued)
     time.sleep(0.5)
-    late_rec = hub.store.record(_rid(cf, late))
+    late_rec = hub.store.records.get(_rid(cf, late))
     assert (late_rec.state, late_rec.step) == ("received", "pending")
     assert len(_loop(hub).deposits(dossier)) == 2
     second = run_export(hub.store, cf, _enqueue)

@@ -115,7 +115,7 @@ def test_hostile_events_are_refused_the_worker_survives_and_valid_ones_land(
         _event(hub, cf, tag, 50 + i, [document_ref(f"doc_int{i}", url, tiny_pdf("i"), "receipt", "scan.pdf")])
         for i, url in enumerate(INTERNAL_URLS)
     ]
-    open_before = {d.id for d in hub.store.dead_letters("ingest")}
+    open_before = {d.id for d in hub.store.dead_letters.all("ingest")}
     # when they all go straight onto the worker's queue, interleaved
     mixed: list[Any] = []
     for i in range(max(len(hostile), len(valid))):
@@ -138,11 +138,11 @@ def test_hostile_events_are_refused_the_worker_survives_and_valid_ones_land(
         assert (rec.state, rec.step, rec.last_error["error_class"]) == ("dead", "fetch", "DocumentHostNotAllowed")
     # and each hostile event is kept as a dead letter naming its field
     hub.wait(
-        lambda: len({d.id for d in hub.store.dead_letters("ingest")} - open_before) >= len(hostile),
+        lambda: len({d.id for d in hub.store.dead_letters.all("ingest")} - open_before) >= len(hostile),
         60,
         "a dead letter per hostile event",
     )
-    new = [d for d in hub.store.dead_letters("ingest") if d.id not in open_before]
+    new = [d for d in hub.store.dead_letters.all("ingest") if d.id not in open_before]
     assert all(d.error_class == "InvalidEvent" for d in new)
     for event, field in hostile:
         if isinstance(event, dict) and field != "event":

@@ -52,7 +52,7 @@ def test_reconcile_is_green_after_a_clean_run_and_names_missing_duplicated_and_u
         line["Libelle"] = line["Libelle"].replace(f"(#{first.ack}#)", "(#Q9Q9#)")
     assert hub.store.r.hget(f"hubsync:ack:acd:{ctx.scope}", "Q9Q9") is None
     ctx.client.post_entry(foreign)
-    hub.store.update(third.id, ack="Z9Z9")
+    hub.store.records.update(third.id, ack="Z9Z9")
     time.sleep(2.5)  # ACD's indexing lag
     # then reconcile fails and names each one
     code, result = _reconcile(hub, cf)
@@ -111,7 +111,7 @@ def test_reconcile_reports_cegid_loop_documents_from_the_ledger_without_asking_l
         info = hub.sandbox.docs.put(doc_id, data, content_type="application/pdf", filename=f"rl{n}.pdf")
         hub.emit(sample_event(cf, entry, documents=[document_ref(doc_id, info["url"], data, "receipt", "r.pdf")]))
         docs.append(doc_id)
-    hub.wait(lambda: all(hub.store.record(f"cegid_loop:{cf}:{d}") for d in docs), 30, "Loop records")
+    hub.wait(lambda: all(hub.store.records.get(f"cegid_loop:{cf}:{d}") for d in docs), 30, "Loop records")
     loop.set_fault(Fault(mode="drop_after_commit", count=1, route="storeDocument"))
     try:
         exported = run_cli(hub.env, "export", "cegid-loop", "--client-file", cf, "--wait", "--timeout", "60", "--json")

@@ -10,7 +10,7 @@ import pytest
 
 from hubsync_sandbox.samples import sample_entry, sample_event
 from pipeline import retention
-from pipeline.store import P
+from pipeline.store.keys import P
 from tests.conftest import Hub, run_cli
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_entries_trimmed_months_later_are_never_posted_again(hub: Hub) -> None:
     later = time.time() + 31 * DAY
     first = retention.run(hub.store, at=later)
     retention.run(hub.store, at=later)
-    assert first.records >= 3 and hub.store.settled_backlog(at=later) == 0
+    assert first.records >= 3 and hub.store.retention.settled_backlog(at=later) == 0
     for entry_id in ids:
         rec = hub.record(cf, entry_id)
         assert rec.trimmed and rec.state == "confirmed" and rec.ack == acks[entry_id] and rec.provider_id
@@ -46,14 +46,14 @@ def test_entries_trimmed_months_later_are_never_posted_again(hub: Hub) -> None:
     # and months later the first event comes again (its dedupe key long expired) and the second entry is
     # validated again with a new event
     hub.store.r.delete(f"{P}:event:{events[0]['event_id']}")
-    duplicates_before = hub.store.counters().get("events_duplicate", 0)
+    duplicates_before = hub.store.events.counters().get("events_duplicate", 0)
     hub.emit(events[0])
     again = {**events[1], "event_id": f"{events[1]['event_id']}_months_later"}
     hub.emit(again)
     hub.wait(
         lambda: (
             "validated again" in (hub.record(cf, ids[1]).note or "")
-            and hub.store.counters().get("events_duplicate", 0) > duplicates_before
+            and hub.store.events.counters().get("events_duplicate", 0) > duplicates_before
         ),
         60,
         "the duplicate and the re-validation to be ingested",

@@ -164,7 +164,7 @@ def _dashboard_pages(hub: Hub, cf: str) -> Iterator[tuple[str, bytes]]:
     with client.session_transaction() as session:
         session.update(user="sec", role="viewer", csrf="x")
     pages = ["/", "/health", "/audit", "/?status=closed"]
-    pages += [f"/dead-letters/{d.id}" for d in hub.store.dead_letters() if d.client_file_id == cf]
+    pages += [f"/dead-letters/{d.id}" for d in hub.store.dead_letters.all() if d.client_file_id == cf]
     assert len(pages) > 4, "the batch should have left a dead letter to show"
     for page in pages:
         response = client.get(page)

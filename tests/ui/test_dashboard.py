@@ -42,7 +42,7 @@ def _dead_entry(hub: Hub, cf: str, n: int, account: str, with_document: bool = F
 
 
 def _dead_letters_of(hub: Hub, cf: str) -> list[Any]:
-    return [d for d in hub.store.dead_letters("acd") if d.client_file_id == cf]
+    return [d for d in hub.store.dead_letters.all("acd") if d.client_file_id == cf]
 
 
 def _wait_dead(hub: Hub, cf: str, entries: list[dict[str, Any]]) -> None:
@@ -207,8 +207,8 @@ def test_viewer_sees_no_replay_button_and_a_forged_replay_is_refused(hub: Hub, d
             max_redirects=0,
         )
         assert response.status == 403, path
-    assert hub.store.dead_letter(dl.id).status == "open"
-    assert hub.store.dead_letter(dl.id).audit == []
+    assert hub.store.dead_letters.get(dl.id).status == "open"
+    assert hub.store.dead_letters.get(dl.id).audit == []
 
 
 class _Attacker(BaseHTTPRequestHandler):
@@ -269,13 +269,13 @@ def test_cross_site_post_is_refused(hub: Hub, dashboard: str, page: Any) -> None
     # then every one is refused and the dead letter is untouched
     assert [r.status for r in refused] == [403, 403, 403, 403]
     assert browser_post.status == 403
-    assert hub.store.dead_letter(dl.id).status == "open"
+    assert hub.store.dead_letters.get(dl.id).status == "open"
     # and the operator's own form still works
     page.goto(f"{dashboard}/dead-letters/{dl.id}")
     page.get_by_role("textbox", name="reason").fill("entered by hand in ACD")
     page.get_by_role("button", name="Discard").click()
     assert "discarded by alice" in page.get_by_role("status").inner_text()
-    assert hub.store.dead_letter(dl.id).audit[-1]["reason"] == "entered by hand in ACD"
+    assert hub.store.dead_letters.get(dl.id).audit[-1]["reason"] == "entered by hand in ACD"
 
 
 def test_login_is_required_and_replay_selected_replays_only_the_ticked_rows(
@@ -312,4 +312,4 @@ def test_login_is_required_and_replay_selected_replays_only_the_ticked_rows(
     assert _rows(page) == [letters[entries[1]["id"]]]
     records = hub.wait_states(cf, [entries[0]["id"], entries[2]["id"]], states=("confirmed",))
     assert all(len(hub.acd_entries_with(FIRM, DOSSIER, r.ack)) == 1 for r in records.values())
-    assert hub.store.dead_letter(letters[entries[1]["id"]]).status == "open"
+    assert hub.store.dead_letters.get(letters[entries[1]["id"]]).status == "open"

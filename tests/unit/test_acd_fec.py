@@ -163,8 +163,8 @@ def _record(store: Store, ack: str) -> str:
     entry = sample_entry("bank_transaction", 1)
     entry["id"] = f"ent_{uuid.uuid4().hex[:8]}"
     rid = record_id("acd", "cf_x", entry["id"])
-    store.create_record(rid, sample_event("cf_x", entry), "evt_x")
-    store.update(rid, ack=ack)
+    store.records.create(rid, sample_event("cf_x", entry), "evt_x")
+    store.records.update(rid, ack=ack)
     return rid
 
 

@@ -129,7 +129,7 @@ def test_the_check_reuses_loaded_reference_data_until_it_is_refreshed(redis_serv
     import redis
 
     from pipeline.acd import reference as ref_mod
-    from pipeline.store import Store
+    from pipeline.store import Store, keys
 
     client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/8", decode_responses=True)
     client.flushdb()
@@ -140,7 +140,7 @@ def test_the_check_reuses_loaded_reference_data_until_it_is_refreshed(redis_serv
     loaded = ref_mod.load_for_check(store, first.scope)
     assert loaded is not None and loaded.general == CHART
     # the stored chart changes behind this process's back, refreshed_at unchanged: the loaded copy is kept
-    client.sadd(ref_mod._general_key(first.scope), "699999")
+    client.sadd(keys.reference_general(first.scope), "699999")
     kept = ref_mod.load_for_check(store, first.scope)
     assert kept is loaded and "699999" not in kept.general
     # a refresh (new refreshed_at) is seen at once

@@ -70,13 +70,13 @@ class World:
         return f"{PROVIDER}:{cf}:{doc_id}"
 
     def step(self, rid: str, name: str) -> Outcome:
-        rec = self.store.record(rid)
+        rec = self.store.records.get(rid)
         assert rec is not None
         return run_step(self.store, rid, rec.generation, name, STEP_FUNCTIONS[name], 0)
 
     def up_to_deposit(self, rid: str) -> None:
         for name in STEPS[:-1]:
-            assert self.step(rid, name).action == "next", self.store.record(rid)
+            assert self.step(rid, name).action == "next", self.store.records.get(rid)
 
     def deposits_in(self, dossier: str) -> int:
         return len(self.loop.deposits(dossier))
@@ -107,7 +107,7 @@ def test_a_deposit_is_recorded_in_the_ledger_before_the_chain_moves_on(world: Wo
     # when the deposit step runs
     assert world.step(rid, "deposit").action == "next"
     # then the record is exported and its ledger holds what Loop answered and what was sent
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     ledger = rec.docs[rec.entry_id]["deposit"]
     (received,) = world.loop.deposits(dossier)
     assert rec.state == "exported" and rec.provider_id == received["documentId"] == ledger["document_id"]
@@ -139,14 +139,16 @@ def test_a_lost_answer_dead_letters_as_outcome_unknown_and_is_never_sent_again_b
     outcome = world.step(rid, "deposit")
     # then it is a dead letter that names the file and says Loop may hold it
     assert outcome.action == "dead"
-    rec = world.store.record(rid)
-    dl = world.store.dead_letter(rec.dead_letter_id)
+    rec = world.store.records.get(rid)
+    dl = world.store.dead_letters.get(rec.dead_letter_id)
     name = rec.docs[rec.entry_id]["name"]
     assert dl.error_class == "DepositOutcomeUnknown" and dl.step == "deposit"
     assert name in dl.message and "may or may not hold it" in dl.message
     assert "discard" in dl.hint and "replay" in dl.hint
     # and a stale message for the same generation (a redelivery) does not send it again
-    world.store.update(rid, state="received", dead_letter_id=None)  # as if the worker had died before the letter
+    world.store.records.update(
+        rid, state="received", dead_letter_id=None
+    )  # as if the worker had died before the letter
     assert world.step(rid, "deposit").action == "dead"
     assert world.deposits_in(dossier) == 1
     assert world.loop.duplicates(dossier) == 0
@@ -158,13 +160,15 @@ def test_a_worker_stopped_between_send_and_record_leaves_an_outcome_unknown_neve
     rid = world.document(cf, "crash")
     _exported(world, cf)
     world.up_to_deposit(rid)
-    rec = world.store.record(rid)
-    world.store.update_doc(rid, rec.entry_id, sending={"at": 1.0, "generation": rec.generation, "context": dossier})
+    rec = world.store.records.get(rid)
+    world.store.records.update_doc(
+        rid, rec.entry_id, sending={"at": 1.0, "generation": rec.generation, "context": dossier}
+    )
     # when the redelivered message runs the deposit step
     outcome = world.step(rid, "deposit")
     # then nothing is sent: an operator must look
     assert outcome.action == "dead"
-    dl = world.store.dead_letter(world.store.record(rid).dead_letter_id)
+    dl = world.store.dead_letters.get(world.store.records.get(rid).dead_letter_id)
     assert dl.error_class == "DepositOutcomeUnknown" and "never recorded an answer" in dl.message
     assert world.deposits_in(dossier) == 0
 
@@ -177,15 +181,15 @@ def test_replaying_an_outcome_unknown_sends_again_and_says_so(world: World) -> N
     world.up_to_deposit(rid)
     world.loop.set_fault(Fault(mode="drop_after_commit", route="storeDocument", count=1))
     assert world.step(rid, "deposit").action == "dead"
-    dl_id = world.store.record(rid).dead_letter_id
+    dl_id = world.store.records.get(rid).dead_letter_id
     # when an operator replays it (they decided it is not in PIA)
     assert replay(world.store, dl_id, world.enqueue, lambda raw: "") == "chain resumed at deposit"
     assert world.enqueued[-1] == (PROVIDER, rid, 1, "deposit")
     assert world.step(rid, "deposit").action == "next"
     # then it is sent again, the ledger says so, and reconcile lists the possible duplicate
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     assert rec.state == "exported" and rec.docs[rec.entry_id]["deposit"]["resent_after_unknown_outcome"]
-    outcomes = [a["outcome"] for a in world.store.attempts(rid) if a["step"] == "deposit"]
+    outcomes = [a["outcome"] for a in world.store.records.attempts(rid) if a["step"] == "deposit"]
     assert outcomes[-2:] == ["resending_after_unknown_outcome", "deposited_again"]
     assert world.deposits_in(dossier) == 2
     result = reconcile_cegid_loop(world.store, cf)
@@ -212,15 +216,15 @@ def test_discarding_an_outcome_unknown_settles_the_document_as_exported(world: W
     before = reconcile_cegid_loop(world.store, cf)
     assert not before.ok and [u["document"] for u in before.outcome_unknown] == [f"doc_there_{world.run}"]
     # when an operator found it in PIA and discards the dead letter
-    discard(world.store, world.store.record(rid).dead_letter_id, "in PIA, checked by the accountant")
+    discard(world.store, world.store.records.get(rid).dead_letter_id, "in PIA, checked by the accountant")
     # then the document counts as exported, with the reason in its history, and reconcile is green
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     assert rec.state == "exported"
     assert rec.docs[rec.entry_id]["deposit"]["settled_by_operator"]["reason"] == "in PIA, checked by the accountant"
-    assert [a["outcome"] for a in world.store.attempts(rid)][-2:] == ["discarded", "settled_as_exported"]
+    assert [a["outcome"] for a in world.store.records.attempts(rid)][-2:] == ["discarded", "settled_as_exported"]
     after = reconcile_cegid_loop(world.store, cf)
     assert after.ok and len(after.deposited) == 2 and after.outcome_unknown == []
-    assert world.store.states(PROVIDER, cf)["exported"] == 2
+    assert world.store.records.states(PROVIDER, cf)["exported"] == 2
     assert world.deposits_in(dossier) == 2
 
 
@@ -241,12 +245,12 @@ def test_a_refusal_before_loop_took_the_request_is_retried_and_lands_once(world:
     world.loop.set_fault(fault)
     # when the deposit step runs, then again after its countdown
     first = world.step(rid, "deposit")
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     assert first.action == "retry" and first.countdown >= float(fault.retry_after or 0)
     assert rec.state == "waiting_retry" and not rec.docs[rec.entry_id].get("sending")
     assert world.step(rid, "deposit").action == "next"
     # then it lands once
-    assert world.store.record(rid).state == "exported"
+    assert world.store.records.get(rid).state == "exported"
     assert world.deposits_in(dossier) == 1
 
 
@@ -267,14 +271,14 @@ def test_loop_down_when_the_deposit_starts_is_retried_and_lands_once(world: Worl
         # when Loop is down (its port refuses connections) as the deposit starts
         server.down()
         outcome = world.step(rid, "deposit")
-        rec = world.store.record(rid)
+        rec = world.store.records.get(rid)
         # then nothing went out: the step waits and retries, with no "sending" mark left behind
         assert outcome.action == "retry" and rec.last_error["error_class"] == "LoopUnavailable"
         assert "nothing was sent" in rec.last_error["message"] and not rec.docs[rec.entry_id].get("sending")
         # and once Loop is back, it lands once
         server.up()
         assert world.step(rid, "deposit").action == "next"
-        assert world.store.record(rid).state == "exported" and world.deposits_in(dossier) == 1
+        assert world.store.records.get(rid).state == "exported" and world.deposits_in(dossier) == 1
     finally:
         server.down()
 
@@ -305,8 +309,8 @@ def test_a_21_mb_document_over_acds_20_mib_limit_is_fetched_and_deposited_into_l
     # when its chain runs
     outcomes = [world.step(rid, name).action for name in STEPS]
     # then it is fetched (streamed) and deposited whole, once
-    assert outcomes == ["next"] * 4, world.store.record(rid).last_error
-    assert world.store.record(rid).state == "exported"
+    assert outcomes == ["next"] * 4, world.store.records.get(rid).last_error
+    assert world.store.records.get(rid).state == "exported"
     (got,) = world.loop.deposits(dossier)
     assert (got["size"], got["sha256"]) == (size, digest.hexdigest())
     (settings().spool_dir / digest.hexdigest()).unlink(missing_ok=True)
@@ -317,7 +321,7 @@ def test_a_file_over_50_000_000_bytes_is_refused_before_anything_is_sent(world: 
     rid = world.document(cf, "huge")
     _exported(world, cf)
     world.up_to_deposit(rid)
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     path = settings().spool_dir / rec.docs[rec.entry_id]["sha256"]
     with path.open("r+b") as fh:
         fh.truncate(50_000_001)
@@ -326,8 +330,8 @@ def test_a_file_over_50_000_000_bytes_is_refused_before_anything_is_sent(world: 
     finally:
         path.unlink()
     assert outcome.action == "dead"
-    assert world.store.record(rid).last_error["error_class"] == "DocumentTooLarge"
-    assert "Cegid Loop takes documents up to 50,000,000 bytes" in world.store.record(rid).last_error["hint"]
+    assert world.store.records.get(rid).last_error["error_class"] == "DocumentTooLarge"
+    assert "Cegid Loop takes documents up to 50,000,000 bytes" in world.store.records.get(rid).last_error["hint"]
     assert world.deposits_in(dossier) == 0
 
 
@@ -337,7 +341,7 @@ def test_a_file_over_50_000_000_bytes_is_refused_before_anything_is_sent(world: 
 def _revalidate(world: World, rid: str, suffix: str, keep: bool = False) -> tuple[str, str]:
     """Validate the record's entry again (a new event) with another document in its place, or beside it when
     ``keep``; returns the new document's record id and the event id."""
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     event = json.loads(json.dumps(rec.event))
     name = f"{suffix}_{world.run}"
     data = tiny_pdf(f"{name} again")
@@ -360,18 +364,18 @@ def test_a_dead_lettered_document_removed_by_a_revalidation_is_skipped_and_its_d
     # given a document whose chain stopped at fetch (its file was gone)
     cf, dossier = world.connect("gone")
     rid = world.document(cf, "gone")
-    world.sandbox.docs.put(world.store.record(rid).entry_id, b"", content_type="application/pdf", filename="x.pdf")
+    world.sandbox.docs.put(world.store.records.get(rid).entry_id, b"", content_type="application/pdf", filename="x.pdf")
     _exported(world, cf)
     assert world.step(rid, "fetch").action == "dead"
-    dl_id = world.store.record(rid).dead_letter_id
-    assert dl_id and world.store.dead_letter(dl_id).status == "open"
+    dl_id = world.store.records.get(rid).dead_letter_id
+    assert dl_id and world.store.dead_letters.get(dl_id).status == "open"
     # when the entry is validated again with another document in its place
     _new, event_id = _revalidate(world, rid, "instead")
     # then the old one is skipped with the reason, its dead letter is closed as superseded, nothing was sent
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     assert rec.state == "skipped" and rec.dead_letter_id is None
     assert event_id in rec.docs[rec.entry_id]["skip_reason"]
-    assert world.store.dead_letter(dl_id).status == "superseded"
+    assert world.store.dead_letters.get(dl_id).status == "superseded"
     assert world.deposits_in(dossier) == 0
 
 
@@ -383,12 +387,12 @@ def test_an_outcome_unknown_document_removed_by_a_revalidation_stays_for_the_ope
     world.up_to_deposit(rid)
     world.loop.set_fault(Fault(mode="drop_after_commit", route="storeDocument", count=1))
     assert world.step(rid, "deposit").action == "dead"
-    dl_id = world.store.record(rid).dead_letter_id
+    dl_id = world.store.records.get(rid).dead_letter_id
     # when the entry is validated again without it
     _revalidate(world, rid, "other")
     # then it stays dead-lettered for an operator (Loop may hold it), with a note saying what happened
-    rec = world.store.record(rid)
-    assert rec.state == "dead" and rec.dead_letter_id == dl_id and world.store.dead_letter(dl_id).status == "open"
+    rec = world.store.records.get(rid)
+    assert rec.state == "dead" and rec.dead_letter_id == dl_id and world.store.dead_letters.get(dl_id).status == "open"
     assert "after its deposit went out" in rec.note
 
 
@@ -398,15 +402,15 @@ def test_a_document_removed_while_its_deposit_holds_the_lock_is_noted_then_never
     rid = world.document(cf, "busy")
     _exported(world, cf)
     world.up_to_deposit(rid)
-    with world.store.lock(f"deposit:{rid}", ttl_seconds=30):
+    with world.store.locks.hold(f"deposit:{rid}", ttl_seconds=30):
         # when the entry is validated again without it
         _revalidate(world, rid, "fresh")
         # then it is left alone, with a note
-        rec = world.store.record(rid)
+        rec = world.store.records.get(rid)
         assert rec.state != "skipped" and "while its deposit was under way" in rec.note
     # and when that deposit had not sent it, the step's next try skips it instead of sending it
     assert world.step(rid, "deposit").action == "next"
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     assert rec.state == "skipped" and "before it was exported" in rec.docs[rec.entry_id]["skip_reason"]
     assert world.deposits_in(dossier) == 0
 
@@ -416,16 +420,16 @@ def test_a_document_put_back_by_a_later_revalidation_waits_for_the_next_export_a
     cf, dossier = world.connect("back")
     rid = world.document(cf, "back")
     _revalidate(world, rid, "without")
-    assert world.store.record(rid).state == "skipped" and rid not in pending(world.store, cf)
+    assert world.store.records.get(rid).state == "skipped" and rid not in pending(world.store, cf)
     # when a third validation puts it back beside the other
     _revalidate(world, rid, "with", keep=True)
     # then it is pending again and the next export deposits it
-    rec = world.store.record(rid)
+    rec = world.store.records.get(rid)
     assert (rec.state, rec.step) == ("received", "pending") and rid in pending(world.store, cf)
     assert rid in _exported(world, cf)
     for name in STEPS:
-        assert world.step(rid, name).action == "next", world.store.record(rid)
-    assert world.store.record(rid).state == "exported" and world.deposits_in(dossier) == 1
+        assert world.step(rid, name).action == "next", world.store.records.get(rid)
+    assert world.store.records.get(rid).state == "exported" and world.deposits_in(dossier) == 1
 
 
 # -- connect, the export's dossier check, disconnect ----------------------------------------------
@@ -449,7 +453,7 @@ def test_connect_refuses_an_unknown_dossier_code_and_stores_nothing(world: World
     with pytest.raises(errors.UnknownDossier) as caught:
         _connect(world, cf, "DUPONT99")
     assert "DUPONT99" in caught.value.message and "lost silently" in caught.value.message
-    assert world.store.connection(cf, PROVIDER) is None
+    assert world.store.connections.get(cf, PROVIDER) is None
     assert world.loop.deposits("DUPONT99") == []
 
 
@@ -464,13 +468,13 @@ def test_connect_explains_a_dossier_the_key_does_not_reach_and_a_wrong_secret(wo
     with pytest.raises(errors.AuthenticationFailed) as wrong:
         _connect(world, cf, "DUPONT01", secret="not-the-secret")
     assert "wrong key or secret" in wrong.value.message and "not-the-secret" not in wrong.value.message
-    assert world.store.connection(cf, PROVIDER) is None
+    assert world.store.connections.get(cf, PROVIDER) is None
 
 
 def test_connect_stores_the_partner_email_and_sealed_secrets_and_names_the_loop_hub_values(world: World) -> None:
     cf = f"cf_ok_{world.run}"
     report = _connect(world, cf, "DUPONT01")
-    conn = world.store.connection(cf, PROVIDER)
+    conn = world.store.connections.get(cf, PROVIDER)
     assert conn.params["partner_email"] == f"qonto@{DEMO_DOMAIN}.onmicrosoft.com"
     assert conn.params["domain"] == DEMO_DOMAIN and conn.params["connected_at"] > 0
     raw = json.dumps(world.store.r.hgetall(f"hubsync:conn:{cf}:{PROVIDER}"))
@@ -498,13 +502,13 @@ def test_export_stops_when_the_dossier_is_gone_and_its_documents_wait(world: Wor
         run_export(world.store, cf, world.enqueue)
     # then nothing was started or sent, the document still waits, and the connection says why
     assert pending(world.store, cf) == [rid] and world.enqueued == []
-    conn = world.store.connection(cf, PROVIDER)
+    conn = world.store.connections.get(cf, PROVIDER)
     assert conn.status == CHECK_FAILED and "lost silently" in conn.status_message
     assert world.loop.deposits(dossier) == []
     # and once the dossier reads again, the next export takes it
     world.loop.add_dossier(dossier, "back", api_keys=[DEMO_API_KEY])
     assert run_export(world.store, cf, world.enqueue).enqueued == [rid]
-    assert world.store.connection(cf, PROVIDER).status == "ready"
+    assert world.store.connections.get(cf, PROVIDER).status == "ready"
 
 
 def test_disconnect_removes_the_connection_and_keeps_records_and_history(world: World) -> None:
@@ -512,7 +516,7 @@ def test_disconnect_removes_the_connection_and_keeps_records_and_history(world: 
     rid = world.document(cf, "stays")
     gone = loop_connect.disconnect(world.store, cf)
     assert gone is not None and gone.records == 1 and gone.pending == 1 and gone.dossier == dossier
-    assert world.store.connection(cf, PROVIDER) is None and world.store.record(rid) is not None
+    assert world.store.connections.get(cf, PROVIDER) is None and world.store.records.get(rid) is not None
     assert pending(world.store, cf) == [rid]
     assert loop_connect.disconnect(world.store, cf) is None
     text = "\n".join(gone.lines())

@@ -46,9 +46,9 @@ def _event(cf: str, entry_id: str, label: str = "Loyer janvier") -> dict[str, An
 
 def _dead(store: Store, cf: str, entry_id: str, error: Any, step: str = "post", created_at: float = 0.0) -> str:
     rid = record_id("acd", cf, entry_id)
-    store.create_record(rid, _event(cf, entry_id), f"evt_{entry_id}")
-    store.add_attempt(rid, {"step": step, "outcome": "dead", **error.to_dict()})
-    rec = store.record(rid)
+    store.records.create(rid, _event(cf, entry_id), f"evt_{entry_id}")
+    store.records.add_attempt(rid, {"step": step, "outcome": "dead", **error.to_dict()})
+    rec = store.records.get(rid)
     assert rec is not None
     with patch("pipeline.deadletters.now", return_value=created_at or time.time()):
         dl = dead_letter_record(store, rec, step, error)
@@ -133,21 +133,21 @@ def test_discard_needs_a_reason_and_records_it(store: Store) -> None:
     with pytest.raises(Exception, match="reason"):
         queries.discard_one(store, dl_id, "  ", who="alice")
     queries.discard_one(store, dl_id, "entered by hand in ACD", who="alice")
-    dl = store.dead_letter(dl_id)
+    dl = store.dead_letters.get(dl_id)
     assert dl is not None and dl.status == "discarded"
     assert dl.audit[-1]["who"] == "alice" and dl.audit[-1]["reason"] == "entered by hand in ACD"
 
 
 def test_health_shows_last_success_waiting_retries_breaker_and_queue_depths(store: Store) -> None:
     params = {"url": "https://acd.example/iSuiteExpert", "api_base": "https://acd.example/CNX/api", "dossier": "D1"}
-    store.save_connection(Connection("acd", "cf_a", params))
+    store.connections.save(Connection("acd", "cf_a", params))
     ok = record_id("acd", "cf_a", "ent_ok")
-    store.create_record(ok, {}, "e1")
-    with patch("pipeline.store.now", return_value=1_700_000_000.0):
-        store.update(ok, state="confirmed", confirmed_at=1_700_000_000.0)
+    store.records.create(ok, {}, "e1")
+    with patch("pipeline.store.records.now", return_value=1_700_000_000.0):
+        store.records.update(ok, state="confirmed", confirmed_at=1_700_000_000.0)
     waiting = record_id("acd", "cf_a", "ent_wait")
-    store.create_record(waiting, {}, "e2")
-    store.update(waiting, state="waiting_retry")
+    store.records.create(waiting, {}, "e2")
+    store.records.update(waiting, state="waiting_retry")
     store.r.hset("hubsync:breaker:acd:https://acd.example/cnx/api", mapping={"failures": 4})
     store.r.rpush("acd", "m1", "m2")
     (row,) = queries.health(store)
@@ -191,11 +191,10 @@ def test_users_entries_round_trip_and_malformed_ones_are_refused() -> None:
 
 
 def test_health_shows_pending_cegid_loop_exports_and_the_next_export_time(store: Store) -> None:
-    from pipeline.cegid import export
 
     rid = record_id("cegid_loop", "cf_c", "doc_1")
-    store.create_record(rid, {}, "e1")
-    store.r.zadd(export.pending_key("cf_c"), {rid: 1.0})
+    store.records.create(rid, {}, "e1")
+    store.loop.add_pending("cf_c", rid, 1.0)
     (row,) = queries.health(store)
     assert (row.provider, row.pending_exports) == ("cegid_loop", 1)
     assert row.next_export.endswith(" 20:00Z")
@@ -253,12 +252,12 @@ def test_a_refused_event_keeps_its_event_id_even_when_it_is_not_valid_json(store
     event, data, errors = parse(broken)
     assert event is None and errors[0].startswith("event: not valid JSON")
     result = refuse(store, data, errors)
-    dl = store.dead_letter(result.dead_letter_id)
+    dl = store.dead_letters.get(result.dead_letter_id)
     assert dl.event_id == "evt_broken_é1" and result.event_id == "evt_broken_é1"
     assert dl.to_dict()["event_id"] == "evt_broken_é1"
     # a valid JSON event breaking the schema keeps its id too, and the search box finds it
     event, data, errors = parse({"event_id": "evt_bad_schema", "entry": {}})
-    assert store.dead_letter(refuse(store, data, errors).dead_letter_id).event_id == "evt_bad_schema"
+    assert store.dead_letters.get(refuse(store, data, errors).dead_letter_id).event_id == "evt_bad_schema"
     assert [d.id for d in queries.dead_letters(store, queries.Filter(q="evt_bad_schema"))] != []
     # nothing to read: no id, never an invented one
     assert dead_letter_event(store, "garbage", InvalidEvent("x")).event_id == ""
@@ -266,16 +265,16 @@ def test_a_refused_event_keeps_its_event_id_even_when_it_is_not_valid_json(store
 
 def test_a_dead_lettered_record_names_the_event_that_brought_it(store: Store) -> None:
     rid = record_id("acd", "cf_evt", "ent_evt")
-    store.create_record(rid, _event("cf_evt", "ent_evt"), "evt_ent_evt")
-    dl = dead_letter_record(store, store.record(rid), "map", UnknownAccount("account 699999 is not in the chart"))
+    store.records.create(rid, _event("cf_evt", "ent_evt"), "evt_ent_evt")
+    dl = dead_letter_record(store, store.records.get(rid), "map", UnknownAccount("account 699999 is not in the chart"))
     assert dl.event_id == "evt_ent_evt"
 
 
 def test_an_acd_record_shows_its_ecriture_num_once_the_fec_shows_it(store: Store) -> None:
     rid = record_id("acd", "cf_num", "ent_num")
-    store.create_record(rid, _event("cf_num", "ent_num"), "evt_num")
-    assert queries.provider_id_text(store.record(rid)) == "-"
-    store.update(rid, posted_at=1.0)
-    assert queries.provider_id_text(store.record(rid)) == "posted; not in the FEC yet"
-    store.update(rid, provider_id="4711")
-    assert queries.provider_id_text(store.record(rid)) == "EcritureNum 4711"
+    store.records.create(rid, _event("cf_num", "ent_num"), "evt_num")
+    assert queries.provider_id_text(store.records.get(rid)) == "-"
+    store.records.update(rid, posted_at=1.0)
+    assert queries.provider_id_text(store.records.get(rid)) == "posted; not in the FEC yet"
+    store.records.update(rid, provider_id="4711")
+    assert queries.provider_id_text(store.records.get(rid)) == "EcritureNum 4711"

@@ -214,7 +214,7 @@ def test_ingest_keeps_every_refusal_as_a_dead_letter_and_never_raises(store: Sto
     assert result.outcome == "refused"
     assert enqueued == []
     assert result.dead_letter_id is not None
-    dl = store.dead_letter(result.dead_letter_id)
+    dl = store.dead_letters.get(result.dead_letter_id)
     assert dl is not None and dl.status == "open"
     assert dl.error_class in ("InvalidEvent", "NoConnection")
     for error in result.errors:

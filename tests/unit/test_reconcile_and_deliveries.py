@@ -18,7 +18,8 @@ from pipeline.acd.errors import (
 from pipeline.acd.fec import entries_by_ack, parse_fec
 from pipeline.acd.reconcile import READ_WAIT_MAX_SECONDS, classify, read_wait
 from pipeline.deliveries import RedeliveryLimitReached, count_delivery, finished, poisoned
-from pipeline.store import P, Store, now, record_id
+from pipeline.store import Store, now, record_id
+from pipeline.store.keys import P
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,9 @@ def _record(store: Store, cf: str, scope: str, n: int, **fields: Any) -> tuple[s
     entry = sample_entry("bank_transaction", n)
     entry["id"] = f"ent_{n}_{uuid.uuid4().hex[:6]}"
     rid = record_id("acd", cf, entry["id"])
-    store.create_record(rid, sample_event(cf, entry), f"evt_{entry['id']}")
-    ack = store.allocate_ack(f"acd:{scope}", rid)
-    store.update(rid, ack=ack, **fields)
+    store.records.create(rid, sample_event(cf, entry), f"evt_{entry['id']}")
+    ack = store.acks.allocate(f"acd:{scope}", rid)
+    store.records.update(rid, ack=ack, **fields)
     return entry["id"], ack
 
 
@@ -103,13 +104,13 @@ def test_message_past_the_cap_dead_letters_its_record_and_must_not_run(store: St
     rid = record_id("acd", cf, entry_id)
     task_id = uuid.uuid4().hex
     assert [poisoned(store, task_id, 0, rid, "post", limit=3) for _ in range(3)] == [False, False, False]
-    assert store.record(rid).state == "received"
+    assert store.records.get(rid).state == "received"
     # when it is delivered once more
     assert poisoned(store, task_id, 0, rid, "post", limit=3) is True
     # then its record is dead-lettered at that step, naming the cap
-    rec = store.record(rid)
+    rec = store.records.get(rid)
     assert rec.state == "dead" and rec.step == "post"
-    dl = store.dead_letter(rec.dead_letter_id)
+    dl = store.dead_letters.get(rec.dead_letter_id)
     assert dl.error_class == RedeliveryLimitReached.__name__ and "delivered 4 times" in dl.message
     assert store.r.ttl(f"{P}:deliveries:{task_id}:0") > 0  # counters expire on their own
 
@@ -119,7 +120,7 @@ def test_poisoned_ingest_message_keeps_its_event_as_a_dead_letter(store: Store) 
     event = {"event_id": f"evt_{task_id[:8]}", "anything": True}
     poisoned(store, task_id, 0, None, "ingest_event", event, limit=1)
     assert poisoned(store, task_id, 0, None, "ingest_event", event, limit=1) is True
-    kept = [d for d in store.dead_letters("ingest") if isinstance(d.event, dict) and d.event == event]
+    kept = [d for d in store.dead_letters.all("ingest") if isinstance(d.event, dict) and d.event == event]
     assert len(kept) == 1 and kept[0].error_class == "RedeliveryLimitReached"
 
 

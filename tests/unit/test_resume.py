@@ -11,7 +11,8 @@ from unittest.mock import patch
 import pytest
 
 from pipeline.resume import BUSY_QUEUE_DEPTH, resume_from, resume_stalled
-from pipeline.store import P, Store, record_id
+from pipeline.store import Store, record_id
+from pipeline.store.keys import P
 from tests.conftest import flushed_store
 
 ACD_STEPS = ["fetch", "rename", "map", "post", "confirm"]
@@ -27,16 +28,16 @@ def store(redis_server: Any) -> Iterator[Store]:
 
 def _record(store: Store, n: int, provider: str = "acd", **fields: Any) -> str:
     rid = record_id(provider, "cf_resume", f"ent_{n}")
-    store.create_record(rid, {"event_id": f"evt_{n}"}, f"evt_{n}")
+    store.records.create(rid, {"event_id": f"evt_{n}"}, f"evt_{n}")
     if fields:
-        store.update(rid, **fields)
+        store.records.update(rid, **fields)
     return rid
 
 
 def _later(seconds: float) -> Any:
     """Every clock the store and the resume pass read, ``seconds`` from now."""
     moved = time.time() + seconds
-    return patch("pipeline.store.time.time", return_value=moved)
+    return patch("pipeline.store.models.time.time", return_value=moved)
 
 
 def test_resume_from_picks_the_step_after_the_last_one_done_or_the_one_that_failed() -> None:
@@ -55,12 +56,12 @@ def test_a_record_that_stopped_moving_is_sent_on_at_its_next_step_and_only_once(
     sent: list[tuple[str, str, int, str]] = []
     # when a resume pass runs after the stall delay, the second record having moved meanwhile
     with _later(STALL + 5):
-        store.update(moving, step="rename")
+        store.records.update(moving, step="rename")
         result = resume_stalled(store, lambda *a: sent.append(a), CHAINS, STALL)
         # then only the stuck one is published again, at rename, in its own generation, with an attempt saying so
         assert result.resumed == [stuck]
         assert sent == [("acd", stuck, 0, "rename")]
-        assert store.attempts(stuck)[-1]["outcome"] == "resumed"
+        assert store.records.attempts(stuck)[-1]["outcome"] == "resumed"
         # and a second pass right after leaves it alone: it is due again only a stall delay later
         assert resume_stalled(store, lambda *a: sent.append(a), CHAINS, STALL).resumed == []
     assert len(sent) == 1

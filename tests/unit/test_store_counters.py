@@ -16,7 +16,8 @@ from pipeline.deadletters import dead_letter_record, discard, replay
 from pipeline.deliveries import poisoned
 from pipeline.errors import PermanentError
 from pipeline.ingest import ingest
-from pipeline.store import Connection, P, Store, record_id
+from pipeline.store import Connection, Store, record_id
+from pipeline.store.keys import P
 from tests.conftest import db_url, flushed_store
 
 DAY = 86400.0
@@ -32,17 +33,17 @@ class Refused(PermanentError):
 @pytest.fixture
 def store(redis_server: Any) -> Iterator[Store]:
     with flushed_store(redis_server, 8) as s:
-        s.save_connection(Connection("acd", CF, {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
+        s.connections.save(Connection("acd", CF, {"url": "https://acd.example/iSuiteExpert", "dossier": "D1"}))
         yield s
 
 
 def counts(store: Store) -> dict[str, int]:
     """The non-zero counters of the test's client file."""
-    return {state: n for state, n in store.states("acd", CF).items() if n}
+    return {state: n for state, n in store.records.states("acd", CF).items() if n}
 
 
 def assert_recount_agrees(store: Store) -> None:
-    kept = store.all_states()
+    kept = store.records.all_states()
     assert store.recount() == kept
 
 
@@ -60,8 +61,8 @@ def _ingest(store: Store, event: dict[str, Any]) -> list[tuple[str, str, int, st
 
 
 def _confirm(store: Store, rid: str, provider_id: str = "4242") -> None:
-    store.update(rid, ack="AB3K", state="posted", provider_id=provider_id, posted_at=time.time())
-    store.update(rid, state="confirmed", confirmed_at=time.time())
+    store.records.update(rid, ack="AB3K", state="posted", provider_id=provider_id, posted_at=time.time())
+    store.records.update(rid, state="confirmed", confirmed_at=time.time())
 
 
 def test_counters_follow_every_state_change_and_agree_with_a_recount(store: Store) -> None:
@@ -70,9 +71,9 @@ def test_counters_follow_every_state_change_and_agree_with_a_recount(store: Stor
     assert len(_ingest(store, event)) == 1
     rid = record_id("acd", CF, event["entry"]["id"])
     assert counts(store) == {"received": 1}
-    store.update(rid, state="waiting_retry")
+    store.records.update(rid, state="waiting_retry")
     assert counts(store) == {"waiting_retry": 1}
-    store.update(rid, state="waiting_retry", next_retry_at=time.time())  # same state: no move
+    store.records.update(rid, state="waiting_retry", next_retry_at=time.time())  # same state: no move
     assert counts(store) == {"waiting_retry": 1}
     _confirm(store, rid)
     assert counts(store) == {"confirmed": 1}
@@ -82,30 +83,30 @@ def test_counters_follow_every_state_change_and_agree_with_a_recount(store: Stor
     other = _event(2)
     _ingest(store, other)
     rid2 = record_id("acd", CF, other["entry"]["id"])
-    rec = store.record(rid2)
+    rec = store.records.get(rid2)
     assert rec is not None
     dl = dead_letter_record(store, rec, "map", Refused("account missing"))
     assert counts(store) == {"confirmed": 1, "dead": 1}
     replay(store, dl.id, lambda *a: None, lambda raw: "ok")
     assert counts(store) == {"confirmed": 1, "received": 1}
-    rec = store.record(rid2)
+    rec = store.records.get(rid2)
     assert rec is not None
     dl2 = dead_letter_record(store, rec, "map", Refused("account missing again"))
     discard(store, dl2.id, "entered by hand")
     assert counts(store) == {"confirmed": 1, "dead": 1}
-    assert store.record(rid2).settled_at is not None  # type: ignore[union-attr]
+    assert store.records.get(rid2).settled_at is not None  # type: ignore[union-attr]
 
     # and a re-validation of the discarded entry starts it again, a redelivered poison message kills it
     _ingest(store, _event(2, "_v2"))
     assert counts(store) == {"confirmed": 1, "received": 1}
-    assert store.record(rid2).settled_at is None  # type: ignore[union-attr]
+    assert store.records.get(rid2).settled_at is None  # type: ignore[union-attr]
     for _ in range(3):
         poisoned(store, "task-1", 0, rid2, "post", limit=2)
     assert counts(store) == {"confirmed": 1, "dead": 1}
 
     # then the counters never drifted from what the records say
     assert_recount_agrees(store)
-    assert store.dead_letters_open() == 1
+    assert store.dead_letters.open_count() == 1
 
 
 def test_duplicate_and_revalidation_of_an_entry_trimmed_months_later_post_nothing(store: Store) -> None:
@@ -114,22 +115,22 @@ def test_duplicate_and_revalidation_of_an_entry_trimmed_months_later_post_nothin
     _ingest(store, event)
     rid = record_id("acd", CF, event["entry"]["id"])
     _confirm(store, rid, provider_id="777")
-    store.add_attempt(rid, {"step": "post", "outcome": "posted"})
+    store.records.add_attempt(rid, {"step": "post", "outcome": "posted"})
     later = time.time() + 31 * DAY
-    assert store.settled_backlog(at=later) == 1
+    assert store.retention.settled_backlog(at=later) == 1
 
     # when retention runs (twice, as two workers would)
-    assert store.trim_expired(at=later) == 1
-    assert store.trim_expired(at=later) == 0
+    assert store.retention.trim_expired(at=later) == 1
+    assert store.retention.trim_expired(at=later) == 0
 
     # then only the compact form is left, still counted, still found by entry id
     assert not store.r.exists(f"{P}:rec:{{{rid}}}") and not store.r.exists(f"{P}:rec:{{{rid}}}:attempts")
-    rec = store.record(rid)
+    rec = store.records.get(rid)
     assert rec is not None and rec.trimmed
     assert (rec.state, rec.ack, rec.provider_id, rec.event_id) == ("confirmed", "AB3K", "777", event["event_id"])
     assert counts(store) == {"confirmed": 1}
-    assert [r.id for r in store.records_of_entry(event["entry"]["id"])] == [rid]
-    assert store.record_ids("acd", CF) == [rid]
+    assert [r.id for r in store.records.of_entry(event["entry"]["id"])] == [rid]
+    assert store.records.ids("acd", CF) == [rid]
     assert_recount_agrees(store)
 
     # when the same event arrives again after its dedupe key expired, and then a re-validation
@@ -138,7 +139,7 @@ def test_duplicate_and_revalidation_of_an_entry_trimmed_months_later_post_nothin
     assert _ingest(store, _event(3, "_again")) == []
 
     # then nothing was enqueued: the re-validation is only noted, the entry stays confirmed and counted once
-    rec = store.record(rid)
+    rec = store.records.get(rid)
     assert rec is not None and rec.state == "confirmed" and rec.provider_id == "777"
     assert "validated again" in rec.note
     assert counts(store) == {"confirmed": 1}
@@ -151,12 +152,12 @@ def test_nothing_in_flight_dead_or_inside_the_window_is_trimmed(store: Store) ->
         event = _event(n)
         _ingest(store, event)
         rid = record_id("acd", CF, event["entry"]["id"])
-        store.update(rid, state=state)
+        store.records.update(rid, state=state)
         states[rid] = state
     dead_event = _event(20)
     _ingest(store, dead_event)
     dead_rid = record_id("acd", CF, dead_event["entry"]["id"])
-    rec = store.record(dead_rid)
+    rec = store.records.get(dead_rid)
     assert rec is not None
     dead_letter_record(store, rec, "post", Refused("closed year"))
     fresh_event = _event(21)
@@ -164,13 +165,13 @@ def test_nothing_in_flight_dead_or_inside_the_window_is_trimmed(store: Store) ->
     fresh = record_id("acd", CF, fresh_event["entry"]["id"])
     _confirm(store, fresh)
 
-    assert store.trim_expired(at=time.time() + 365 * DAY) == 1  # only the confirmed one
+    assert store.retention.trim_expired(at=time.time() + 365 * DAY) == 1  # only the confirmed one
     for rid, state in states.items():
-        rec = store.record(rid)
+        rec = store.records.get(rid)
         assert rec is not None and not rec.trimmed and rec.state == state and rec.event
-    rec = store.record(dead_rid)
+    rec = store.records.get(dead_rid)
     assert rec is not None and not rec.trimmed and rec.state == "dead"
-    assert store.trim_expired(at=time.time() + 29 * DAY) == 0
+    assert store.retention.trim_expired(at=time.time() + 29 * DAY) == 0
     assert_recount_agrees(store)
 
 
@@ -179,17 +180,17 @@ def test_a_write_to_a_trimmed_record_brings_it_back_whole_and_counted_once(store
     _ingest(store, event)
     rid = record_id("acd", CF, event["entry"]["id"])
     _confirm(store, rid)
-    store.trim_expired(at=time.time() + 31 * DAY)
+    store.retention.trim_expired(at=time.time() + 31 * DAY)
 
-    store.add_attempt(rid, {"step": "received", "outcome": "looked at"})
+    store.records.add_attempt(rid, {"step": "received", "outcome": "looked at"})
 
-    rec = store.record(rid)
+    rec = store.records.get(rid)
     assert rec is not None and not rec.trimmed and rec.state == "confirmed" and rec.ack == "AB3K"
     assert rec.attempts_count == 1 and rec.settled_at is not None
     assert counts(store) == {"confirmed": 1}
     assert store.r.hlen(f"{P}:kept:acd:{CF}") == 0
-    assert store.trim_expired(at=time.time() + 29 * DAY) == 0  # a fresh window from the write
-    assert store.trim_expired(at=time.time() + 31 * DAY) == 1
+    assert store.retention.trim_expired(at=time.time() + 29 * DAY) == 0  # a fresh window from the write
+    assert store.retention.trim_expired(at=time.time() + 31 * DAY) == 1
     assert_recount_agrees(store)
 
 
@@ -198,30 +199,30 @@ def test_dead_letter_indexes_page_filter_and_count_without_reading_every_letter(
     for n in range(7):
         event = _event(40 + n)
         _ingest(store, event)
-        rec = store.record(record_id("acd", CF, event["entry"]["id"]))
+        rec = store.records.get(record_id("acd", CF, event["entry"]["id"]))
         assert rec is not None
         ids.append(dead_letter_record(store, rec, "map" if n % 2 else "post", Refused(f"no {n}")).id)
 
-    page, total = store.dead_letter_ids(offset=0, count=3)
+    page, total = store.dead_letters.page(offset=0, count=3)
     assert total == 7 and len(page) == 3 and page[0] == ids[-1]
-    page2, _ = store.dead_letter_ids(offset=3, count=3)
+    page2, _ = store.dead_letters.page(offset=3, count=3)
     assert not set(page) & set(page2)
-    mapped, total_map = store.dead_letter_ids(where={"step": "map", "client_file": CF}, count=50)
+    mapped, total_map = store.dead_letters.page(where={"step": "map", "client_file": CF}, count=50)
     assert total_map == 3 and set(mapped) == {ids[1], ids[3], ids[5]}
-    assert store.dead_letter_facets()["step"] == {"map": 3, "post": 4}
+    assert store.dead_letters.facets()["step"] == {"map": 3, "post": 4}
 
     discard(store, ids[1], "by hand")
-    assert store.dead_letter_facets()["step"] == {"map": 2, "post": 4}
-    assert store.dead_letter_facets("closed")["step"] == {"map": 1}
-    groups = {(g[2], g[4]) for g in store.dead_letter_groups()}
+    assert store.dead_letters.facets()["step"] == {"map": 2, "post": 4}
+    assert store.dead_letters.facets("closed")["step"] == {"map": 1}
+    groups = {(g[2], g[4]) for g in store.dead_letters.groups()}
     assert groups == {("map", 2), ("post", 4)}
-    items, kept = store.audit_page(count=10)
+    items, kept = store.dead_letters.audit_page(count=10)
     assert kept == 1 and items[0]["dead_letter"] == ids[1]
 
     # closed dead letters go after the window; open ones stay
-    assert store.trim_closed_dead_letters(at=time.time() + 31 * DAY) == 1
-    assert store.dead_letter(ids[1]) is None and store.dead_letter_facets("closed")["step"] == {}
-    assert store.dead_letters_open() == 6 and store.audit_page()[1] == 1
+    assert store.retention.trim_closed_dead_letters(at=time.time() + 31 * DAY) == 1
+    assert store.dead_letters.get(ids[1]) is None and store.dead_letters.facets("closed")["step"] == {}
+    assert store.dead_letters.open_count() == 6 and store.dead_letters.audit_page()[1] == 1
 
 
 def test_recount_after_an_upgrade_counts_indexes_and_lets_old_records_be_trimmed(store: Store) -> None:
@@ -237,16 +238,16 @@ def test_recount_after_an_upgrade_counts_indexes_and_lets_old_records_be_trimmed
     }  # fmt: skip
     store.r.hset(f"{P}:dlq:dl_legacy", "data", json.dumps(dead))
     store.r.zadd(f"{P}:dlq:open", {"dl_legacy": dead["created_at"]})
-    assert counts(store) == {} and store.dead_letter_ids()[1] == 0
+    assert counts(store) == {} and store.dead_letters.page()[1] == 0
 
     # when the operator runs the repair once
     store.recount()
 
     # then the counters, the dead-letter pages and retention all know the old data
     assert counts(store) == {"confirmed": 1}
-    assert store.dead_letter_ids() == (["dl_legacy"], 1)
-    assert store.trim_expired() == 1
-    assert store.record(rid).trimmed  # type: ignore[union-attr]
+    assert store.dead_letters.page() == (["dl_legacy"], 1)
+    assert store.retention.trim_expired() == 1
+    assert store.records.get(rid).trimmed  # type: ignore[union-attr]
 
 
 def test_dlq_list_and_status_read_pages_and_counters_on_the_command_line(store: Store, redis_server: Any) -> None:
@@ -256,7 +257,7 @@ def test_dlq_list_and_status_read_pages_and_counters_on_the_command_line(store: 
     for n in range(3):
         event = _event(60 + n)
         _ingest(store, event)
-        rec = store.record(record_id("acd", CF, event["entry"]["id"]))
+        rec = store.records.get(record_id("acd", CF, event["entry"]["id"]))
         assert rec is not None
         ids.append(dead_letter_record(store, rec, "post", Refused(f"no {n}")).id)
     env = {**os.environ, "HUBSYNC_REDIS_URL": db_url(redis_server, 8)}
@@ -284,30 +285,30 @@ def test_the_compact_form_is_small_and_keeps_times_state_and_a_discarded_records
     discarded = record_id("acd", CF, discarded_event["entry"]["id"])
     posted_at = time.time()
     _confirm(store, confirmed, provider_id="100042")
-    store.update(confirmed, posted_at=posted_at)
+    store.records.update(confirmed, posted_at=posted_at)
     unsure = time.time()
-    store.update(discarded, post_started_at=unsure)  # a post whose outcome stayed unknown
-    rec = store.record(discarded)
+    store.records.update(discarded, post_started_at=unsure)  # a post whose outcome stayed unknown
+    rec = store.records.get(discarded)
     assert rec is not None
     dl = dead_letter_record(store, rec, "post", Refused("keeps failing"))
     discard(store, dl.id, "entered by hand in ACD")
-    assert store.trim_expired(at=time.time() + 31 * DAY) == 2
+    assert store.retention.trim_expired(at=time.time() + 31 * DAY) == 2
 
     # then each keeps one short field (a letter per state, times in base 36)
     packed = store.r.hget(f"{P}:kept:acd:{CF}", confirmed_event["entry"]["id"])
     assert packed.startswith(f"c|{confirmed_event['event_id']}|AB3K|0|") and packed.endswith("|||100042")
     assert len(packed) == len(confirmed_event["event_id"]) + 32  # 6-character times, a letter for the state
-    kept = store.record(confirmed)
+    kept = store.records.get(confirmed)
     assert kept is not None and kept.trimmed and kept.state == "confirmed" and kept.provider_id == "100042"
     assert kept.posted_at == int(posted_at) and kept.confirmed_at == kept.settled_at
-    gone = store.record(discarded)
+    gone = store.records.get(discarded)
     assert gone is not None and gone.state == "dead" and gone.dead_letter_id == dl.id
     assert gone.post_started_at == int(unsure)  # a re-validation looks that post up before posting again
     assert_recount_agrees(store)
 
     # and a write brings the discarded one back still settled (its dead letter is the discarded one)
-    store.add_attempt(discarded, {"step": "received", "outcome": "looked at"})
-    back = store.record(discarded)
+    store.records.add_attempt(discarded, {"step": "received", "outcome": "looked at"})
+    back = store.records.get(discarded)
     assert back is not None and not back.trimmed and back.dead_letter_id == dl.id and back.settled_at is not None
     assert counts(store) == {"confirmed": 1, "dead": 1}
     assert_recount_agrees(store)
