@@ -2,11 +2,13 @@
 
 Late acks and a worker killed mid-task mean Redis hands the message out again after the visibility timeout;
 that is what keeps a chain alive through a crash. But a message that kills its worker every time (a
-segfault, an out-of-memory kill, a hang the supervisor shoots) would come back forever. Every time a task
-starts, its delivery is counted in Redis under the task id and retry number (a Celery retry is a new
-message and starts again at one), and the count is forgotten when the run ends in the worker, whatever its
-outcome; past ``MAX_DELIVERIES`` runs of one message, the record it works on is dead-lettered with
-``RedeliveryLimitReached`` and the message is dropped instead of run.
+segfault, an out-of-memory kill, a hang the supervisor shoots) would come back forever. A message that comes
+back is marked redelivered by the broker (kombu's Redis transport when it restores an unacked message,
+RabbitMQ itself); each such run is counted in Redis under the task id and retry number (a Celery retry is a
+new message and starts again), and the count is forgotten when a run ends in the worker, whatever its
+outcome. A first delivery costs no Redis command at all. Past ``MAX_DELIVERIES`` deliveries of one message,
+the record it works on is dead-lettered with ``RedeliveryLimitReached`` and the message is dropped instead
+of run.
 """
 
 from __future__ import annotations
@@ -55,11 +57,21 @@ def finished(store: Store, task_id: str, retries: int) -> None:
 
 
 def poisoned(
-    store: Store, task_id: str, retries: int, record_id: str | None, step: str, event: Any = None, limit: int = 0
+    store: Store,
+    task_id: str,
+    retries: int,
+    record_id: str | None,
+    step: str,
+    event: Any = None,
+    limit: int = 0,
+    redelivered: bool = True,
 ) -> bool:
-    """Count this run; past the limit, dead-letter its record (or its event) and say it must not run."""
+    """Count this run if it is a redelivery; past the limit, dead-letter its record (or its event) and say it
+    must not run. A first delivery is never poison and is not counted."""
+    if not redelivered:
+        return False
     limit = limit or max_deliveries()
-    runs = count_delivery(store, task_id, retries)
+    runs = count_delivery(store, task_id, retries) + 1  # the first delivery, not counted, ran too
     if runs <= limit:
         if runs > 1:
             log.warning("task %s (retry %d) delivered again: run %d of at most %d", task_id, retries, runs, limit)

@@ -122,6 +122,12 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
 def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> tuple[str, bool]:
     """Create (or update) the entry's ACD record and start its chain, once per event; says whether it acted."""
     rid = record_id("acd", event.client_file_id, event.entry.id)
+    # An entry's first event (the common case) needs no lock: the record is created only if none exists, in one
+    # script, and only the delivery that created it starts the chain. It says its event is enqueued before the
+    # message goes: a worker dying in between leaves a record in flight that the resume sweep sends on.
+    if store.records.create_new(rid, data, event.event_id, enqueued_event=event.event_id) is not None:
+        enqueue("acd", rid, 0, FIRST_STEP["acd"])
+        return rid, True
     with store.locks.hold(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
         rec = store.records.get(rid)
         if rec is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -22,7 +23,7 @@ from pipeline.errors import (
     ServerConsideredDown,
 )
 from pipeline.retry import decide
-from pipeline.store import FINAL_STATES, Record, Store, now
+from pipeline.store import Record, Store, now
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,12 @@ class InternalError(PermanentError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """``next`` (go on with the chain), ``retry`` after ``countdown``, ``dead`` or ``stale`` (stop quietly)."""
+    """``next`` (go on with the chain; ``state`` is the record's state then), ``retry`` after ``countdown``,
+    ``dead`` or ``stale`` (stop quietly)."""
 
     action: str
     countdown: float = 0.0
-
-
-def settled_state(
-    state: str | None, confirmed_at: str | None, provider_id: str | None, posted_at: str | None = None
-) -> str:
-    """The state a record is in between steps: a final state a step set, else what its progress says (posted
-    once ``posted_at`` is set; a provider id alone also says so, for providers that give one back)."""
-    if state in FINAL_STATES:
-        return str(state)
-    return "confirmed" if confirmed_at else ("posted" if posted_at or provider_id else "received")
+    state: str = ""
 
 
 def run_step(
@@ -86,10 +79,8 @@ def run_step(
         log.exception("step %s failed unexpectedly on %s", name, rid)
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
-        # four fields, not the whole record (whose event and payload are most of its bytes)
-        state = settled_state(*store.records.fields(rid, "state", "confirmed_at", "provider_id", "posted_at"))
-        store.records.update(rid, state=state, step=name, retry_since=None, next_retry_at=None)
-        return Outcome("next")
+        # the state follows from the step's progress, read and written in one script (store.records.finish_step)
+        return Outcome("next", state=store.records.finish_step(rid, name))
 
     if on_error is not None:
         on_error(rec, error)
@@ -99,14 +90,13 @@ def run_step(
         return Outcome("retry", countdown)
     since = rec.retry_since or now()
     decision = decide(error, attempt, now() - since, settings().retry)
+    noted: dict[str, Any] | None = None
     if not isinstance(error, ServerConsideredDown) or attempt % 10 == 0:
-        store.records.add_attempt(
-            rid,
-            {"step": name, "outcome": "retry" if decision.retry else "dead", **error.to_dict()},
-        )
+        noted = {"step": name, "outcome": "retry" if decision.retry else "dead", **error.to_dict()}
     if decision.retry:
         store.records.update(
             rid,
+            attempt=noted,
             state="waiting_retry",
             step=name,
             retry_since=since,
@@ -116,6 +106,8 @@ def run_step(
         level = logging.INFO if isinstance(error, ServerConsideredDown) else logging.WARNING
         log.log(level, "step %s on %s: %s; retry in %.1fs", name, rid, error.message, decision.countdown)
         return Outcome("retry", decision.countdown)
+    if noted is not None:
+        store.records.add_attempt(rid, noted)
     if error.kind is ErrorKind.TRANSIENT:
         error = RetryWindowExhausted(f"{error.message} ({error.error_class}; {decision.reason})", status=error.status)
     dl = dead_letter_record(store, rec, name, error)

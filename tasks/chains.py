@@ -85,13 +85,15 @@ def next_step(provider: str, step: str) -> str | None:
     return names[index] if index < len(names) else None
 
 
-def continue_chain(record_id: str, generation: int, step: str) -> None:
-    """Publish the step after ``step``, unless the record settled (confirmed, exported, skipped) or stopped."""
+def continue_chain(record_id: str, generation: int, step: str, state: str | None = None) -> None:
+    """Publish the step after ``step``, unless the record settled (confirmed, exported, skipped) or stopped
+    (``state``: the record's state as the step left it, read here when not given)."""
     provider = record_id.split(":", 1)[0]
     following = next_step(provider, step)
     if following is None:
         return
-    state = runtime.store().records.fields(record_id, "state")[0]
+    if state is None:
+        state = runtime.store().records.fields(record_id, "state")[0]
     if state in FINAL_STATES or state == "dead":
         return
     enqueue(provider, record_id, generation, following)
@@ -121,4 +123,4 @@ def run_chain_step(
         raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
     if outcome.action == "stale":
         raise Ignore()
-    continue_chain(record_id, generation, step)
+    continue_chain(record_id, generation, step, outcome.state or None)

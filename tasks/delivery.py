@@ -43,13 +43,15 @@ class HubsyncTask(Task):  # type: ignore[misc]
             step, name = _step_of(self.name)
             record_id = args[0] if step is not None and args and isinstance(args[0], str) else None
             event = args[0] if self.name == "hubsync.ingest_event" and args else None
-            if poisoned(runtime.store(), request.id, request.retries, record_id, name, event):
+            again = _redelivered(request)
+            if poisoned(runtime.store(), request.id, request.retries, record_id, name, event, redelivered=again):
                 raise Ignore()
             try:
                 return super().__call__(*args, **kwargs)
             finally:
-                with contextlib.suppress(redis.RedisError):
-                    finished(runtime.store(), request.id, request.retries)
+                if again:
+                    with contextlib.suppress(redis.RedisError):
+                        finished(runtime.store(), request.id, request.retries)
         except (Ignore, Retry):
             raise
         except (redis.RedisError, OperationalError) as exc:
@@ -67,6 +69,13 @@ class HubsyncTask(Task):  # type: ignore[misc]
                 countdown,
             )
             raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+
+
+def _redelivered(request: Any) -> bool:
+    """Whether the broker hands this message out again (kombu marks a restored message in its delivery info and
+    its headers; RabbitMQ sets the flag itself)."""
+    info = request.delivery_info or {}
+    return bool(info.get("redelivered") or getattr(request, "redelivered", False))
 
 
 def _wait_for_redis(timeout_seconds: float) -> bool:

@@ -370,8 +370,14 @@ def _mark_found(store: Store, rec: Record, numbers: list[str], outcome: str) -> 
     """The FEC holds the entry: it is posted (and the confirm step will see it at once)."""
     if len(numbers) > 1:
         _note_copies(store, rec, numbers)
-    store.records.update(rec.id, provider_id=numbers[0], posted_at=now(), post_started_at=None, state="posted")
-    store.records.add_attempt(rec.id, {"step": "post", "outcome": outcome, "provider_id": numbers[0]})
+    store.records.update(
+        rec.id,
+        attempt={"step": "post", "outcome": outcome, "provider_id": numbers[0]},
+        provider_id=numbers[0],
+        posted_at=now(),
+        post_started_at=None,
+        state="posted",
+    )
 
 
 def _note_copies(store: Store, rec: Record, numbers: list[str]) -> None:
@@ -426,8 +432,9 @@ def post(store: Store, rec: Record) -> None:
         except HubsyncError:
             store.records.update(rec.id, post_started_at=None)
             raise
-        store.records.update(rec.id, posted_at=now(), post_started_at=None, state="posted")
-        store.records.add_attempt(rec.id, {"step": "post", "outcome": "posted"})
+        store.records.update(
+            rec.id, attempt={"step": "post", "outcome": "posted"}, posted_at=now(), post_started_at=None, state="posted"
+        )
 
 
 @contextlib.contextmanager
@@ -480,8 +487,13 @@ def confirm(store: Store, rec: Record) -> None:
         )
     if len(found) > 1:
         _note_copies(store, rec, found)
-    store.records.update(rec.id, provider_id=found[0], confirmed_at=now(), state="confirmed")
-    store.records.add_attempt(rec.id, {"step": "confirm", "outcome": "confirmed", "provider_id": found[0]})
+    store.records.update(
+        rec.id,
+        attempt={"step": "confirm", "outcome": "confirmed", "provider_id": found[0]},
+        provider_id=found[0],
+        confirmed_at=now(),
+        state="confirmed",
+    )
 
 
 STEP_FUNCTIONS: dict[str, Callable[[Store, Record], None]] = {

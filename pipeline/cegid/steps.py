@@ -94,8 +94,14 @@ def _ensure_spooled(store: Store, rec: Record, doc: Document) -> Path:
 def skip(store: Store, rid: str, doc_id: str, step: str, reason: str, **fields: Any) -> None:
     """Settle a record as ``skipped`` with its reason, visible in ``hubsync entry`` and counted by status."""
     store.records.update_doc(rid, doc_id, skip_reason=reason)
-    store.records.update(rid, state="skipped", note=f"skipped: {reason}", post_started_at=None, **fields)
-    store.records.add_attempt(rid, {"step": step, "outcome": "skipped", "reason": reason})
+    store.records.update(
+        rid,
+        attempt={"step": step, "outcome": "skipped", "reason": reason},
+        state="skipped",
+        note=f"skipped: {reason}",
+        post_started_at=None,
+        **fields,
+    )
     log.info("%s skipped: %s", rid, reason)
 
 
@@ -318,21 +324,18 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
     stamp = now()
     store.records.update(
         rid,
-        provider_id=result.document_id,
-        posted_at=stamp,
-        confirmed_at=stamp,
-        post_started_at=None,
-        state="exported",
-    )
-    store.records.add_attempt(
-        rid,
-        {
+        attempt={
             "step": "deposit",
             "outcome": "deposited_again" if resent else "deposited",
             "provider_id": result.document_id,
             "filename": meta["name"],
             "status": result.status,
         },
+        provider_id=result.document_id,
+        posted_at=stamp,
+        confirmed_at=stamp,
+        post_started_at=None,
+        state="exported",
     )
 
 

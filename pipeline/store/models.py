@@ -46,18 +46,18 @@ STATE_CODES = {
 _STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
 
 
-_clock: Callable[[], float] = time.time
+_clock: Callable[[], float] | None = None
 
 
 def now() -> float:
     """Wall-clock seconds; one place to read the time."""
-    return _clock()
+    return time.time() if _clock is None else _clock()
 
 
 def use_clock(clock: Callable[[], float] | None) -> None:
     """Read the time from ``clock`` (a benchmark replaying months), or from the wall again (None)."""
     global _clock
-    _clock = clock if clock is not None else time.time
+    _clock = clock
 
 
 def record_id(provider: str, client_file_id: str, entry_id: str) -> str:

@@ -47,11 +47,13 @@ def record_script(client: Redis, name: str) -> Script:
         COMPACT=", ".join(f"'{field}'" for field in COMPACT_FIELDS),
         TIMES=", ".join(f"{field} = true" for field in COMPACT_TIMES),
         CODES=", ".join(f"{state} = '{code}'" for state, code in STATE_CODES.items()),
+        ATTEMPTS_KEPT=str(ATTEMPTS_KEPT),
     )
 
 
 def script_keys(rid: str) -> tuple[list[str], str, str]:
-    """The keys a record script touches, the record's group and its entry id."""
+    """The keys a record script touches (the record and its attempts, the group's and the shared indexes), the
+    record's group and its entry id."""
     provider, client_file_id, entry_id = split_record_id(rid)
     group = keys.group(provider, client_file_id)
     return (
@@ -64,6 +66,7 @@ def script_keys(rid: str) -> tuple[list[str], str, str]:
             keys.entry(entry_id),
             keys.LAST_SUCCESS,
             keys.IN_FLIGHT,
+            keys.attempts(rid),
         ],
         group,
         entry_id,
@@ -75,8 +78,7 @@ class RecordStore:
 
     def __init__(self, client: Redis, on_settled: Callable[[], None] | None = None) -> None:
         self.r = client
-        self._update = record_script(client, "record_update")
-        self._create = record_script(client, "record_create")
+        self._write = record_script(client, "record_write")
         # retention without any scheduler: each record that settles trims a few that settled long ago
         self.on_settled = on_settled
 
@@ -184,8 +186,19 @@ class RecordStore:
     def create(self, rid: str, event: dict[str, Any], event_id: str, **extra: Any) -> Record:
         """A new record in state ``received`` for an entry's first event (counted, indexed); ``extra`` fields
         are written with it."""
+        created = self._create(rid, event, event_id, "create", extra)
+        assert created is not None
+        return created
+
+    def create_new(self, rid: str, event: dict[str, Any], event_id: str, **extra: Any) -> Record | None:
+        """Like ``create``, only when no record of that id exists (full or trimmed), atomically: None when one
+        does, so that of two deliveries racing one creates and the other finds it."""
+        return self._create(rid, event, event_id, "create_new", extra)
+
+    def _create(
+        self, rid: str, event: dict[str, Any], event_id: str, mode: str, extra: dict[str, Any]
+    ) -> Record | None:
         stamp = now()
-        record_keys, group, entry_id = script_keys(rid)
         mapping: dict[str, Any] = {
             "state": "received",
             "step": "received",
@@ -196,31 +209,62 @@ class RecordStore:
             "generation": 0,
             **{name: _stored(value) for name, value in extra.items() if value is not None},
         }
-        args: list[Any] = [rid, group, entry_id, stamp]
+        pairs: list[Any] = []
         for name, value in mapping.items():
-            args += [name, value]
-        self._create(keys=[*record_keys, keys.GROUPS], args=args)
+            pairs += [name, value]
+        if self._run(rid, mode, pairs, [], None, stamp) is None:
+            return None
         return Record.from_hash(rid, {name: str(value) for name, value in mapping.items()})
 
-    def update(self, rid: str, **fields: Any) -> None:
-        """Write some fields of a record; None clears a field, dicts and lists are stored as JSON.
+    def update(self, rid: str, attempt: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Write some fields of a record (and append ``attempt`` to its history); None clears a field, dicts and
+        lists are stored as JSON.
 
         One script does the write, moves the state counters (old state -> new state), enters or leaves the
-        index of settled records and, on a trimmed record, first brings back what it kept, so no caller has
-        to know about counters or retention.
+        indexes of settled and in-flight records and, on a trimmed record, first brings back what it kept, so no
+        caller has to know about counters or retention.
         """
         stamp = now()
-        pairs: list[Any] = ["updated_at", stamp]
+        self._write_fields(rid, "set", {"updated_at": stamp, **fields}, attempt, stamp)
+
+    def finish_step(self, rid: str, step: str, attempt: dict[str, Any] | None = None, **fields: Any) -> str:
+        """A step ended well: write ``fields``, the step, no pending retry, and the state its progress gives
+        (confirmed once confirmed, posted once posted, else received; a settled state stays), in one script;
+        returns that state."""
+        stamp = now()
+        fields = {"updated_at": stamp, **fields, "step": step, "retry_since": None, "next_retry_at": None}
+        return self._write_fields(rid, "finish", fields, attempt, stamp)
+
+    def add_attempt(self, rid: str, attempt: dict[str, Any]) -> None:
+        """Append to a record's attempt history (the newest ``ATTEMPTS_KEPT`` are kept)."""
+        self._write_fields(rid, "set", {}, attempt, now())
+
+    def _write_fields(
+        self, rid: str, mode: str, fields: dict[str, Any], attempt: dict[str, Any] | None, stamp: float
+    ) -> str:
+        pairs: list[Any] = []
         clear = []
         for name, value in fields.items():
             if value is None:
                 clear.append(name)
             else:
                 pairs += [name, _stored(value)]
+        return self._run(rid, mode, pairs, clear, attempt, stamp) or ""
+
+    def _run(
+        self, rid: str, mode: str, pairs: list[Any], clear: list[str], attempt: dict[str, Any] | None, stamp: float
+    ) -> str | None:
+        """Run the write script; returns the record's state after it, None when a ``create_new`` found the record
+        (and trims a few old records when this write settled it)."""
         record_keys, group, entry_id = script_keys(rid)
-        settled = self._update(keys=record_keys, args=[rid, group, entry_id, stamp, len(pairs) // 2, *pairs, *clear])
-        if settled and self.on_settled is not None:
+        line = dumps({"at": stamp, **attempt}) if attempt is not None else ""
+        args = [rid, group, entry_id, stamp, mode, line, len(pairs) // 2, *pairs, *clear]
+        flag, state = self._write(keys=[*record_keys, keys.GROUPS], args=args)
+        if int(flag) < 0:
+            return None
+        if int(flag) and self.on_settled is not None:
             self.on_settled()
+        return str(state)
 
     def _ensure_full(self, rid: str) -> None:
         """Bring a trimmed record back to a full one before a write that is not ``update``."""
@@ -238,16 +282,6 @@ class RecordStore:
         doc.update(fields)
         self.r.hset(key, f"doc:{doc_id}", dumps(doc))
         return doc
-
-    def add_attempt(self, rid: str, attempt: dict[str, Any]) -> None:
-        """Append to a record's attempt history (the newest ``ATTEMPTS_KEPT`` are kept)."""
-        self._ensure_full(rid)
-        key = keys.attempts(rid)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.rpush(key, dumps({"at": now(), **attempt}))
-        pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
-        pipe.hincrby(keys.record(rid), "attempts_count", 1)
-        pipe.execute()
 
     def claim(self, rid: str, name: str, value: str) -> str | None:
         """Set a field of a full record only if it is unset; returns the value it holds after (``value`` when

@@ -44,7 +44,7 @@ class Retention:
         pipe = self.r.pipeline(transaction=False)
         for rid in rids:
             record_keys, group, entry_id = script_keys(rid)
-            self._trim(keys=[*record_keys, keys.attempts(rid)], args=[rid, group, entry_id, now(), cutoff], client=pipe)
+            self._trim(keys=record_keys, args=[rid, group, entry_id, now(), cutoff], client=pipe)
         return sum(int(done) for done in pipe.execute())
 
     def trim_closed_dead_letters(self, at: float | None = None, limit: int = 1000) -> int:

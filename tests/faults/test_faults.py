@@ -62,9 +62,10 @@ def test_poison_message_is_dead_lettered_after_the_delivery_cap(make_bed) -> Non
     rid = f"acd:{cf}:{entry_id}"
     bed.store.records.update(rid, state="received", confirmed_at=None, provider_id=None, posted_at=None)
     task_id = f"poison-{bed.run}"
-    bed.store.r.set(counter_key(task_id, 0), max_deliveries())
-    # when that message is delivered once more
-    bed.send("hubsync.acd.post_entry", [rid, bed.store.records.get(rid).generation], "acd", task_id=task_id)
+    bed.store.r.set(counter_key(task_id, 0), max_deliveries() - 1)
+    # when that message is delivered once more (marked redelivered, as the broker marks a restored message)
+    generation = bed.store.records.get(rid).generation
+    bed.send("hubsync.acd.post_entry", [rid, generation], "acd", task_id=task_id, headers={"redelivered": True})
     # then it does not run: its record is dead-lettered, naming the cap, and the worker goes on
     bed.wait(lambda: bed.store.records.get(rid).state == "dead", 30, "the poison record dead-lettered")
     (dl,) = [d for d in bed.store.dead_letters.all("acd") if d.record_id == rid]

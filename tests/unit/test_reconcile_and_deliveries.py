@@ -103,7 +103,8 @@ def test_message_past_the_cap_dead_letters_its_record_and_must_not_run(store: St
     entry_id, _ = _record(store, cf, scope, 1, state="received")
     rid = record_id("acd", cf, entry_id)
     task_id = uuid.uuid4().hex
-    assert [poisoned(store, task_id, 0, rid, "post", limit=3) for _ in range(3)] == [False, False, False]
+    assert poisoned(store, task_id, 0, rid, "post", limit=3, redelivered=False) is False  # first delivery: free
+    assert [poisoned(store, task_id, 0, rid, "post", limit=3) for _ in range(2)] == [False, False]
     assert store.records.get(rid).state == "received"
     # when it is delivered once more
     assert poisoned(store, task_id, 0, rid, "post", limit=3) is True
@@ -118,7 +119,7 @@ def test_message_past_the_cap_dead_letters_its_record_and_must_not_run(store: St
 def test_poisoned_ingest_message_keeps_its_event_as_a_dead_letter(store: Store) -> None:
     task_id = uuid.uuid4().hex
     event = {"event_id": f"evt_{task_id[:8]}", "anything": True}
-    poisoned(store, task_id, 0, None, "ingest_event", event, limit=1)
+    assert poisoned(store, task_id, 0, None, "ingest_event", event, limit=1, redelivered=False) is False
     assert poisoned(store, task_id, 0, None, "ingest_event", event, limit=1) is True
     kept = [d for d in store.dead_letters.all("ingest") if isinstance(d.event, dict) and d.event == event]
     assert len(kept) == 1 and kept[0].error_class == "RedeliveryLimitReached"

@@ -1,8 +1,10 @@
--- Shared by the record scripts (record_create, record_update, record_trim).
--- KEYS: the record, kept, idx, settled, counts, entry set, last successes, in flight.
+-- Shared by the record scripts (record_write, record_trim).
+-- KEYS: the record, kept, idx, settled, counts, entry set, last successes, in flight, attempts.
 -- ARGV: record id, group, entry id, now, then the script's own.
+-- Every command counts (Redis's statistics count the ones a script runs): each script reads what it needs in
+-- one HMGET and writes each key at most once.
 local rec, kept, idx, settled, counts, entryset = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local successes, inflight = KEYS[7], KEYS[8]
+local successes, inflight, attempts = KEYS[7], KEYS[8], KEYS[9]
 local rid, group, entry, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local COMPACT = {__COMPACT__}
 local TIMES = {__TIMES__}
@@ -53,63 +55,17 @@ local function unpacked(packed)
   return out
 end
 
--- a trimmed record written again becomes a full one (with a fresh window) before the write lands
-local function rehydrate()
-  if redis.call('exists', rec) == 1 then return end
-  local packed = redis.call('hget', kept, entry)
-  if not packed then return end
-  local args = {}
-  for name, value in pairs(unpacked(packed)) do args[#args + 1] = name; args[#args + 1] = value end
-  redis.call('hset', rec, unpack(args))
-  redis.call('hset', rec, 'settled_at', stamp)
-  redis.call('zadd', settled, stamp, rid)
-  redis.call('hdel', kept, entry)
-  redis.call('sadd', idx, entry)
-  redis.call('sadd', entryset, rid)
+local function present(value)
+  return value and value ~= ''
 end
 
-local function is_final(state)
+-- settled for good: a final state, or dead with the dead letter it was discarded with
+local function is_final(state, dead_letter, discarded)
   if state == 'confirmed' or state == 'exported' or state == 'skipped' then return true end
-  if state == 'dead' then
-    local dl = redis.call('hget', rec, 'dead_letter_id')
-    return dl and dl == redis.call('hget', rec, 'discarded')
-  end
-  return false
+  return state == 'dead' and present(dead_letter) and dead_letter == discarded
 end
 
--- a record on its way (not settled, not dead, not waiting for an export) is due to move again by the later of
--- now and its next retry: the index of records in flight, where a chain whose message was lost is found
-local function track(new)
-  local step = redis.call('hget', rec, 'step')
-  if (new == 'received' or new == 'posted' or new == 'waiting_retry') and step ~= 'pending' then
-    local due = tonumber(stamp)
-    local retry = tonumber(redis.call('hget', rec, 'next_retry_at') or '')
-    if retry and retry > due then due = retry end
-    redis.call('zadd', inflight, due, rid)
-  else
-    redis.call('zrem', inflight, rid)
-  end
-end
-
--- old state -> new state: move the counters, and enter or leave the indexes of settled and in-flight records
-local function settle(old)
-  local new = redis.call('hget', rec, 'state')
-  if old ~= new then
-    if old then redis.call('hincrby', counts, group .. ':' .. old, -1) end
-    if new then redis.call('hincrby', counts, group .. ':' .. new, 1) end
-  end
-  track(new)
-  local since = redis.call('hget', rec, 'settled_at')
-  if is_final(new) then
-    if not since then
-      if new ~= 'dead' then redis.call('hset', successes, group, stamp) end
-      redis.call('hset', rec, 'settled_at', stamp)
-      redis.call('zadd', settled, stamp, rid)
-      return 1
-    end
-  elseif since then
-    redis.call('hdel', rec, 'settled_at')
-    redis.call('zrem', settled, rid)
-  end
-  return 0
+-- on its way (not settled, not dead, not waiting for an export): in the index where a lost chain is found
+local function in_flight(state, step)
+  return (state == 'received' or state == 'posted' or state == 'waiting_retry') and step ~= 'pending'
 end
