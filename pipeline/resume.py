@@ -2,7 +2,8 @@
 sent on from where it stands.
 
 Every record on its way (``received``, ``posted``, ``waiting_retry``; not one waiting for the daily export) is
-in an index scored by when it is due to move again (its last write, or its next retry). A message can still
+in an index scored by when it is due to move again (when it entered flight, or its next retry; a pass
+re-scores a record it finds has moved since, so ordinary progress costs no index write). A message can still
 vanish: kombu's Redis transport pops a message from its queue and records it as unacked in two steps, and a
 Redis restart between them loses it; then no retry, no redelivery and no dead letter will ever come for that
 record. A record that has not moved for ``HUBSYNC_STALL_SECONDS`` after it was due (by default longer than the
@@ -85,14 +86,17 @@ def resume_stalled(
                 rec = store.records.get(rid)
                 if rec is None or rec.trimmed or rec.state not in IN_FLIGHT_STATES or rec.step == "pending":
                     continue
-                if max(rec.updated_at, rec.next_retry_at or 0.0) > now() - stall_seconds:
-                    continue  # it moved since the index was read
+                moved = max(rec.updated_at, rec.next_retry_at or 0.0)
+                if moved > now() - stall_seconds:
+                    store.records.rescore(rid, moved)  # it moved since it entered the index
+                    continue
                 step = resume_from(rec.step, rec.state, steps)
                 idle = now() - due
                 store.records.add_attempt(
                     rid, {"step": step, "outcome": "resumed", "reason": f"no progress for {idle:.0f}s after due"}
                 )
                 store.records.update(rid, next_retry_at=None)
+                store.records.rescore(rid, now())
                 enqueue(provider, rid, rec.generation, step)
         except LockBusy:
             continue

@@ -36,6 +36,10 @@ from pipeline.store.models import (
 )
 
 ATTEMPTS_KEPT = 100
+BOOKKEEPING = frozenset(
+    ("state", "step", "next_retry_at", "settled_at", "dead_letter_id", "discarded", "attempts_count", "generation")
+)
+"""Fields whose writes move counters or indexes, or that the write script keeps: only ``update`` writes them."""
 
 
 def record_script(client: Redis, name: str) -> Script:
@@ -181,6 +185,10 @@ class RecordStore:
         )
         return rows
 
+    def rescore(self, rid: str, due: float) -> None:
+        """Say when a record in flight is next due to move (only if it is in the in-flight index)."""
+        self.r.zadd(keys.IN_FLIGHT, {rid: due}, xx=True)
+
     # -- writing --------------------------------------------------------------------------------------------
 
     def create(self, rid: str, event: dict[str, Any], event_id: str, **extra: Any) -> Record:
@@ -275,9 +283,10 @@ class RecordStore:
 
     def update_doc(self, rid: str, doc_id: str, **fields: Any) -> dict[str, Any]:
         """Merge fields into one document's progress inside a record."""
-        self._ensure_full(rid)
         key = keys.record(rid)
         raw = self.r.hget(key, f"doc:{doc_id}")
+        if raw is None:
+            self._ensure_full(rid)  # a trimmed record keeps no documents: only a first write can meet one
         doc: dict[str, Any] = json.loads(raw) if raw else {}
         doc.update(fields)
         self.r.hset(key, f"doc:{doc_id}", dumps(doc))
@@ -294,9 +303,27 @@ class RecordStore:
 
     def set_field(self, rid: str, name: str, value: str) -> None:
         """Overwrite one plain field of a full record that no counter or index depends on (not the state)."""
-        if name in ("state", "step", "settled_at", "next_retry_at", "dead_letter_id", "discarded"):
-            raise ValueError(f"{name} moves counters or indexes: write it with update()")
-        self.r.hset(keys.record(rid), name, value)
+        self.note(rid, touch=False, **{name: value})
+
+    def note(self, rid: str, touch: bool = True, **fields: Any) -> None:
+        """Write fields of a full record (one a step is working on) that no counter or index depends on, in one
+        command (two when some are cleared with None); ``touch`` also moves ``updated_at``. The state, step,
+        retry times and dead letter go through ``update``."""
+        booked = BOOKKEEPING.intersection(fields)
+        if booked:
+            raise ValueError(f"{', '.join(sorted(booked))} move counters or indexes: write them with update()")
+        values = {name: _stored(value) for name, value in fields.items() if value is not None}
+        if touch:
+            values["updated_at"] = now()
+        cleared = [name for name, value in fields.items() if value is None]
+        if cleared:
+            pipe = self.r.pipeline(transaction=False)
+            if values:
+                pipe.hset(keys.record(rid), mapping=values)
+            pipe.hdel(keys.record(rid), *cleared)
+            pipe.execute()
+        elif values:
+            self.r.hset(keys.record(rid), mapping=values)
 
     # -- repair ---------------------------------------------------------------------------------------------
 

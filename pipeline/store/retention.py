@@ -10,7 +10,8 @@ from pipeline.store.deadletters import DeadLetterStore
 from pipeline.store.models import now
 from pipeline.store.records import record_script, script_keys
 
-TRIM_ON_SETTLE = 2
+TRIM_EVERY_SETTLES = 10
+TRIM_ON_SETTLE = 2 * TRIM_EVERY_SETTLES
 
 
 class Retention:
@@ -21,14 +22,19 @@ class Retention:
         self.dead_letters = dead_letters
         self._trim = record_script(client, "record_trim")
         self.trim_on_settle = True
+        self._settles = 0
 
     def history_seconds(self) -> float:
         """How long a settled record keeps its full detail (``HUBSYNC_HISTORY_DAYS``)."""
         return settings().history_days * 86400.0
 
     def on_settled(self) -> None:
-        """A record just settled: trim a few that settled long ago (retention without any scheduler)."""
-        if self.trim_on_settle:
+        """A record just settled: every ``TRIM_EVERY_SETTLES`` of them in this process, trim twice as many that
+        settled long ago (retention without any scheduler, at a tenth of a command per settling record)."""
+        if not self.trim_on_settle:
+            return
+        self._settles += 1
+        if self._settles % TRIM_EVERY_SETTLES == 0:
             self.trim_expired(limit=TRIM_ON_SETTLE)
 
     def trim_expired(self, at: float | None = None, limit: int = 1000) -> int:

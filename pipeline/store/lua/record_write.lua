@@ -4,7 +4,7 @@
 -- JSON ('' for none), the number of field/value pairs, the pairs, then the fields to clear. A 'create_new' that
 -- finds the record returns {-1, its state} ('trimmed' for a trimmed one) and writes nothing.
 -- One HMGET reads what the bookkeeping needs; then the record is written once (HSET, HDEL of fields present),
--- the counters move on a change of state, the in-flight index follows a change of state, step or retry time,
+-- the counters move on a change of state, the in-flight index follows entering or leaving flight and retry times,
 -- and the settled index and the group's last success follow settling. Returns {1 when the record just settled
 -- else 0, its state after the write}.
 local mode, attempt, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -85,7 +85,9 @@ end
 
 local was, is = in_flight(old, cur['step']), in_flight(new, after['step'])
 if is then
-  if not was or moved or old ~= new or cur['step'] ~= after['step'] or cur['next_retry_at'] ~= after['next_retry_at'] then
+  -- scored when it enters flight and whenever its next retry moves; the resume sweep re-scores a record it finds
+  -- has moved since (store.records.rescore), so a step's ordinary progress costs no index write
+  if not was or moved or cur['next_retry_at'] ~= after['next_retry_at'] then
     local due = tonumber(stamp)
     local retry = tonumber(after['next_retry_at'] or '')
     if retry and retry > due then due = retry end
