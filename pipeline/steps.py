@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -27,7 +27,19 @@ from pipeline.store import Record, Store, now
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[Store, Record], None]
+
+@dataclass(frozen=True)
+class Done:
+    """What a step leaves to be written with its end, in the same script (fields, an attempt), and how long the
+    next step should wait (None: its usual delay)."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    attempt: dict[str, Any] | None = None
+    next_in: float | None = None
+
+
+Step = Callable[[Store, Record], Done | None]
+"""One step of a chain: does only what the record says is not done yet; its last writes may be left to ``Done``."""
 
 
 class InternalError(PermanentError):
@@ -38,11 +50,11 @@ class InternalError(PermanentError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """``next`` (go on with the chain; ``state`` is the record's state then), ``retry`` after ``countdown``,
-    ``dead`` or ``stale`` (stop quietly)."""
+    """``next`` (go on with the chain; ``state`` is the record's state then, ``countdown`` the next step's delay
+    when the step chose one), ``retry`` after ``countdown``, ``dead`` or ``stale`` (stop quietly)."""
 
     action: str
-    countdown: float = 0.0
+    countdown: float | None = None
     state: str = ""
 
 
@@ -70,7 +82,7 @@ def run_step(
         log.info("step %s: record %s is dead-lettered; message ignored", name, rid)
         return Outcome("stale")
     try:
-        step(store, rec)
+        done = step(store, rec) or Done()
     except HubsyncError as err:
         error = err
     except redis.RedisError:
@@ -80,7 +92,11 @@ def run_step(
         error = InternalError(f"{type(exc).__name__} in step {name}")
     else:
         # the state follows from the step's progress, read and written in one script (store.records.finish_step)
-        return Outcome("next", state=store.records.finish_step(rid, name))
+        state = store.records.finish_step(rid, name, generation, attempt=done.attempt, **done.fields)
+        if state is None:
+            log.info("step %s: record %s moved to another generation while it ran; its end is not written", name, rid)
+            return Outcome("stale")
+        return Outcome("next", countdown=done.next_in, state=state)
 
     if on_error is not None:
         on_error(rec, error)

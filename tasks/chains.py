@@ -54,9 +54,17 @@ def step_priority(index: int) -> int:
     return max(0, 9 - 3 * index)
 
 
-def signature(provider: str, record_id: str, generation: int, step: str, celery_app: Any = None) -> Signature:
+def signature(
+    provider: str,
+    record_id: str,
+    generation: int,
+    step: str,
+    celery_app: Any = None,
+    countdown: float | None = None,
+) -> Signature:
     """One step of a chain, as an immutable signature carrying only the record id and generation
-    (``celery_app``: another app to publish through, e.g. one bound to a test bed's broker)."""
+    (``celery_app``: another app to publish through, e.g. one bound to a test bed's broker; ``countdown``: the
+    delay the previous step chose, instead of the step's usual one)."""
     tasks = CHAINS[provider]
     names = list(tasks)
     if step not in tasks:
@@ -68,14 +76,23 @@ def signature(provider: str, record_id: str, generation: int, step: str, celery_
         queue=provider,
         priority=step_priority(names.index(step)),
     )
-    if provider == "acd" and step == "confirm":
-        sig = sig.set(countdown=settings().acd_index_lag_seconds + 0.2)
+    if countdown is None and provider == "acd" and step == "confirm":
+        countdown = settings().acd_index_lag_seconds + 0.2
+    if countdown is not None and countdown > 0:
+        sig = sig.set(countdown=countdown)
     return sig
 
 
-def enqueue(provider: str, record_id: str, generation: int, from_step: str, celery_app: Any = None) -> None:
+def enqueue(
+    provider: str,
+    record_id: str,
+    generation: int,
+    from_step: str,
+    celery_app: Any = None,
+    countdown: float | None = None,
+) -> None:
     """Start (or resume) a record's chain at ``from_step``; each step then publishes the next."""
-    signature(provider, record_id, generation, from_step, celery_app).apply_async()
+    signature(provider, record_id, generation, from_step, celery_app, countdown).apply_async()
 
 
 def next_step(provider: str, step: str) -> str | None:
@@ -85,9 +102,12 @@ def next_step(provider: str, step: str) -> str | None:
     return names[index] if index < len(names) else None
 
 
-def continue_chain(record_id: str, generation: int, step: str, state: str | None = None) -> None:
+def continue_chain(
+    record_id: str, generation: int, step: str, state: str | None = None, countdown: float | None = None
+) -> None:
     """Publish the step after ``step``, unless the record settled (confirmed, exported, skipped) or stopped
-    (``state``: the record's state as the step left it, read here when not given)."""
+    (``state``: the record's state as the step left it, read here when not given; ``countdown``: the delay the
+    step chose for the next one)."""
     provider = record_id.split(":", 1)[0]
     following = next_step(provider, step)
     if following is None:
@@ -96,7 +116,7 @@ def continue_chain(record_id: str, generation: int, step: str, state: str | None
         state = runtime.store().records.fields(record_id, "state")[0]
     if state in FINAL_STATES or state == "dead":
         return
-    enqueue(provider, record_id, generation, following)
+    enqueue(provider, record_id, generation, following, countdown=countdown)
 
 
 class DeadLettered(Exception):
@@ -117,10 +137,10 @@ def run_chain_step(
         runtime.store(), record_id, generation, step, functions[step], task.request.retries, on_error=on_error
     )
     if outcome.action == "retry":
-        raise task.retry(countdown=outcome.countdown)
+        raise task.retry(countdown=outcome.countdown or 0.0)
     if outcome.action == "dead":
         rec = runtime.store().records.get(record_id)
         raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
     if outcome.action == "stale":
         raise Ignore()
-    continue_chain(record_id, generation, step, outcome.state or None)
+    continue_chain(record_id, generation, step, outcome.state or None, outcome.countdown)

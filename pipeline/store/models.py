@@ -117,6 +117,32 @@ class Connection:
     status_message: str = ""
 
 
+_MODELLED = frozenset(
+    (
+        "state",
+        "step",
+        "event",
+        "event_id",
+        "ack",
+        "payload",
+        "provider_id",
+        "post_started_at",
+        "posted_at",
+        "confirmed_at",
+        "retry_since",
+        "next_retry_at",
+        "last_error",
+        "dead_letter_id",
+        "created_at",
+        "updated_at",
+        "generation",
+        "attempts_count",
+        "note",
+        "settled_at",
+    )
+)
+
+
 @dataclass
 class Record:
     """Where one entry stands with one provider."""
@@ -147,6 +173,8 @@ class Record:
     note: str = ""
     settled_at: float | None = None
     trimmed: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+    """Fields a provider keeps on its records that this model does not name (e.g. ACD's FEC outcome)."""
 
     @classmethod
     def from_hash(cls, rid: str, h: dict[str, str]) -> Record:
@@ -183,6 +211,7 @@ class Record:
             attempts_count=int(h.get("attempts_count") or 0),
             note=h.get("note", ""),
             settled_at=opt_float("settled_at"),
+            extra={k: v for k, v in h.items() if k not in _MODELLED and not k.startswith("doc:")},
         )
 
     @classmethod

@@ -83,6 +83,7 @@ class RecordStore:
     def __init__(self, client: Redis, on_settled: Callable[[], None] | None = None) -> None:
         self.r = client
         self._write = record_script(client, "record_write")
+        self._claim = script(client, "record_claim")
         # retention without any scheduler: each record that settles trims a few that settled long ago
         self.on_settled = on_settled
 
@@ -235,21 +236,30 @@ class RecordStore:
         stamp = now()
         self._write_fields(rid, "set", {"updated_at": stamp, **fields}, attempt, stamp)
 
-    def finish_step(self, rid: str, step: str, attempt: dict[str, Any] | None = None, **fields: Any) -> str:
-        """A step ended well: write ``fields``, the step, no pending retry, and the state its progress gives
-        (confirmed once confirmed, posted once posted, else received; a settled state stays), in one script;
-        returns that state."""
+    def finish_step(
+        self, rid: str, step: str, generation: int, attempt: dict[str, Any] | None = None, **fields: Any
+    ) -> str | None:
+        """A step of ``generation`` ended well: write ``fields``, the step, no pending retry, and the state its
+        progress gives (confirmed once confirmed, posted once posted, else received; a settled state stays), in
+        one script; returns that state, or None (and writes nothing) when the record moved to another generation
+        meanwhile (a re-validation or a replay: the step's work belongs to a chain that was replaced)."""
         stamp = now()
         fields = {"updated_at": stamp, **fields, "step": step, "retry_since": None, "next_retry_at": None}
-        return self._write_fields(rid, "finish", fields, attempt, stamp)
+        return self._write_fields(rid, "finish", fields, attempt, stamp, generation=generation)
 
     def add_attempt(self, rid: str, attempt: dict[str, Any]) -> None:
         """Append to a record's attempt history (the newest ``ATTEMPTS_KEPT`` are kept)."""
         self._write_fields(rid, "set", {}, attempt, now())
 
     def _write_fields(
-        self, rid: str, mode: str, fields: dict[str, Any], attempt: dict[str, Any] | None, stamp: float
-    ) -> str:
+        self,
+        rid: str,
+        mode: str,
+        fields: dict[str, Any],
+        attempt: dict[str, Any] | None,
+        stamp: float,
+        generation: int | None = None,
+    ) -> str | None:
         pairs: list[Any] = []
         clear = []
         for name, value in fields.items():
@@ -257,16 +267,25 @@ class RecordStore:
                 clear.append(name)
             else:
                 pairs += [name, _stored(value)]
-        return self._run(rid, mode, pairs, clear, attempt, stamp) or ""
+        return self._run(rid, mode, pairs, clear, attempt, stamp, generation)
 
     def _run(
-        self, rid: str, mode: str, pairs: list[Any], clear: list[str], attempt: dict[str, Any] | None, stamp: float
+        self,
+        rid: str,
+        mode: str,
+        pairs: list[Any],
+        clear: list[str],
+        attempt: dict[str, Any] | None,
+        stamp: float,
+        generation: int | None = None,
     ) -> str | None:
         """Run the write script; returns the record's state after it, None when a ``create_new`` found the record
-        (and trims a few old records when this write settled it)."""
+        or the record is of another generation than ``generation`` (and trims a few old records when this write
+        settled it)."""
         record_keys, group, entry_id = script_keys(rid)
         line = dumps({"at": stamp, **attempt}) if attempt is not None else ""
-        args = [rid, group, entry_id, stamp, mode, line, len(pairs) // 2, *pairs, *clear]
+        guard = "" if generation is None else str(generation)
+        args = [rid, group, entry_id, stamp, mode, guard, line, len(pairs) // 2, *pairs, *clear]
         flag, state = self._write(keys=[*record_keys, keys.GROUPS], args=args)
         if int(flag) < 0:
             return None
@@ -300,6 +319,17 @@ class RecordStore:
             return value
         held: str | None = self.r.hget(key, name)
         return held
+
+    def claim_start(
+        self, rid: str, marker: str, seen: float | None, at: float, done_when: tuple[str, ...]
+    ) -> tuple[str, str]:
+        """Set ``marker`` (e.g. ``post_started_at``) to ``at`` only if it still holds ``seen`` (None: unset) and
+        none of ``done_when`` is set, in one script: the claim a run makes before it writes to a provider, so two
+        runs never send the same write. Returns ``("claimed", at)``, ``("done", marker)`` (the write happened),
+        ``("taken", marker)`` (another run moved the marker since it was seen) or ``("gone", "")``."""
+        seen_text = "" if seen is None else repr(float(seen))
+        outcome, value = self._claim(keys=[keys.record(rid)], args=[marker, seen_text, repr(at), repr(at), *done_when])
+        return str(outcome), str(value)
 
     def set_field(self, rid: str, name: str, value: str) -> None:
         """Overwrite one plain field of a full record that no counter or index depends on (not the state)."""

@@ -1,14 +1,17 @@
 -- Write a record (after record.lua). KEYS[10] is the set of groups. ARGV after the common four: the mode
 -- ('create'; 'create_new': only when no record of that id exists, full or trimmed; 'set'; or 'finish': a step
--- ended, its state follows from its progress), an attempt to append as
--- JSON ('' for none), the number of field/value pairs, the pairs, then the fields to clear. A 'create_new' that
--- finds the record returns {-1, its state} ('trimmed' for a trimmed one) and writes nothing.
+-- ended, its state follows from its progress), the generation the write is for ('' for any: a write for an
+-- older generation, whose chain a re-validation or a replay replaced, returns {-2, state} and writes nothing),
+-- an attempt to append as JSON ('' for none), the number of field/value pairs, the pairs, then the fields to
+-- clear. A 'create_new' that finds the record returns {-1, its state} ('trimmed' for a trimmed one) and writes
+-- nothing.
 -- One HMGET reads what the bookkeeping needs; then the record is written once (HSET, HDEL of fields present),
 -- the counters move on a change of state, the in-flight index follows entering or leaving flight and retry times,
 -- and the settled index and the group's last success follow settling. Returns {1 when the record just settled
 -- else 0, its state after the write}.
-local mode, attempt, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local first_clear = 8 + 2 * n
+local mode, generation, attempt, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local first_pair = 9
+local first_clear = first_pair + 2 * n
 local BOOK = {'state', 'step', 'next_retry_at', 'settled_at', 'dead_letter_id', 'discarded'}
 
 local names = {}
@@ -18,9 +21,14 @@ if mode == 'finish' then
   names[#names + 1] = 'confirmed_at'; names[#names + 1] = 'posted_at'; names[#names + 1] = 'provider_id'
 end
 if attempt ~= '' then names[#names + 1] = 'attempts_count' end
+if generation ~= '' then names[#names + 1] = 'generation' end
 local values = redis.call('hmget', rec, unpack(names))
 local cur = {}
 for i, name in ipairs(names) do cur[name] = values[i] end
+
+if generation ~= '' and cur['state'] and (cur['generation'] or '0') ~= generation then
+  return {-2, cur['state']}
+end
 
 local sets, dels, moved = {}, {}, false
 if mode == 'create_new' then
@@ -50,7 +58,7 @@ end
 
 local after = {}
 for name, value in pairs(cur) do after[name] = value end
-for i = 8, first_clear - 1, 2 do
+for i = first_pair, first_clear - 1, 2 do
   sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]
   after[ARGV[i]] = ARGV[i + 1]
 end
