@@ -45,7 +45,7 @@ from pipeline.acd.errors import FecUnavailable, MalformedResponse
 from pipeline.acd.tokens import count
 from pipeline.config import settings
 from pipeline.errors import Deferred
-from pipeline.store import LockBusy, Store, now
+from pipeline.store import LockBusy, Record, Store, now
 
 ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
 REQUIRED_COLUMNS = ("ecriturenum", "ecriturelib")
@@ -245,7 +245,15 @@ class Outcome:
 
 def outcome(store: Store, rid: str) -> Outcome | None:
     """The FEC's last word on a record, or None."""
-    checked, found, error = store.records.fields(rid, "fec_checked_at", "fec_found", "fec_error")
+    return _outcome(*store.records.fields(rid, "fec_checked_at", "fec_found", "fec_error"))
+
+
+def outcome_of(rec: Record) -> Outcome | None:
+    """The FEC's last word on a record as it was loaded (no read)."""
+    return _outcome(rec.extra.get("fec_checked_at"), rec.extra.get("fec_found"), rec.extra.get("fec_error"))
+
+
+def _outcome(checked: str | None, found: str | None, error: str | None) -> Outcome | None:
     if not checked:
         return None
     return Outcome(float(checked), json.loads(found) if found else [], error or "")
@@ -269,7 +277,8 @@ def waiting(store: Store, scope: str) -> int:
 def _write_outcome(store: Store, rid: str, checked_at: float, found: list[str], error: str = "") -> bool:
     if store.records.fields(rid, "state")[0] is None:
         return False  # the record is gone: never create a stub
-    store.records.update(rid, fec_checked_at=checked_at, fec_found=found, fec_error=error or None)
+    # no counter or index depends on these: one HSET (an empty error, not a cleared one, which would be an HDEL)
+    store.records.note(rid, fec_checked_at=checked_at, fec_found=found, fec_error=error)
     return True
 
 
@@ -343,11 +352,12 @@ def _interval(meta: dict[str, str]) -> float:
     return max(settings().acd_fec_min_interval_seconds, LOAD_FACTOR * float(meta.get("duration") or 0.0))
 
 
-def _settled(store: Store, scope: str, rid: str, conclusive_from: float) -> list[str] | None:
-    known = outcome(store, rid)
+def _settled(store: Store, rid: str, conclusive_from: float, known: Outcome | None = None) -> list[str] | None:
+    """What a conclusive FEC read said about a record (None when none did yet). The read that concluded took
+    the record out of the waiting set itself."""
+    known = known or outcome(store, rid)
     if known is None or not (known.found or known.checked_at >= conclusive_from):
         return None
-    unregister(store, scope, rid)
     if known.found:
         return known.found
     if known.error:
@@ -366,14 +376,17 @@ def _why_wait(current: float, conclusive_from: float, last: float, due: float) -
 def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> float:
     """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
     due and reads; the others wake once that read should be over, so they find their outcome at the first look
-    instead of meeting the lock."""
+    instead of meeting the lock. An entry the planned read comes too early for (it was posted since) plans the
+    read after that one, and the entries after it wait for that."""
     expected = float(meta.get("duration") or 0.5)
     planned = store.fec.planned_read(scope)
     current = now()
-    if planned is None or planned < current or planned > due + 0.05:
-        store.fec.plan_read(scope, due, due - current + expected + 5.0)
-        return due + random.uniform(0.05, 0.2)
-    return planned + expected + random.uniform(0.3, 0.6)
+    if planned is not None and current <= planned < due - 0.05:
+        due = max(due, planned + _interval(meta))
+    elif planned is not None and current <= planned <= due + 0.05:
+        return planned + expected + random.uniform(0.3, 0.6)
+    store.fec.plan_read(scope, due, due - current + expected + 5.0)
+    return due + random.uniform(0.05, 0.2)
 
 
 @contextlib.contextmanager
@@ -413,7 +426,7 @@ def lookup(
     (sharing the dossier's fetch with every other waiting entry, and the ``server``'s FEC slots with its other
     dossiers), ``FecUnavailable`` when ACD gives no FEC."""
     s = settings()
-    settled = _settled(store, scope, rid, conclusive_from)
+    settled = _settled(store, rid, conclusive_from)
     if settled is not None:
         return settled
     register(store, scope, rid, ack, where, conclusive_from)
@@ -438,7 +451,17 @@ def lookup(
         raise Deferred(
             "another worker is reading the dossier's FEC", retry_after=max(0.3, expected - running_for) + 0.3
         ) from exc
-    settled = _settled(store, scope, rid, conclusive_from)
+    settled = _settled(store, rid, conclusive_from)
     if settled is not None:
         return settled
     raise Deferred("waiting for the next read of the dossier's FEC", retry_after=_interval(meta))
+
+
+def plan(store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float) -> float:
+    """Register a record that will need the dossier's FEC (just posted) and say in how many seconds it should
+    first look: when the read that can settle it is due if it will be the one reading, else once that read
+    should be over, so that its first look usually finds its outcome written."""
+    register(store, scope, rid, ack, where, conclusive_from)
+    meta = store.fec.last_read(scope)
+    due = max(conclusive_from, float(meta.get("started_at") or 0.0) + _interval(meta))
+    return max(0.0, _wake_at(store, scope, meta, due) - now())

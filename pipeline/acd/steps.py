@@ -8,10 +8,9 @@ through a client bound to the record's dossier (its own token, its own session).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -43,6 +42,7 @@ from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, NoConnection, OutcomeUnknown, PermanentError
 from pipeline.model import Event
 from pipeline.secrets import unseal
+from pipeline.steps import Done, Step
 from pipeline.store import LockBusy, Record, Store, now
 from schemas.event import load_event
 
@@ -194,30 +194,38 @@ def _ensure_spooled(store: Store, rec: Record, doc_id: str, url: str) -> Path:
     return fetched.path
 
 
-def fetch(store: Store, rec: Record) -> None:
+def fetch(store: Store, rec: Record) -> Done | None:
     """Stream every supporting document into the spool, checking host, size and SHA-256."""
     s = settings()
-    for doc in _event(rec).documents:
-        meta = rec.docs.get(doc.id, {})
-        if meta.get("sha256") and (_spool() / meta["sha256"]).exists():
-            continue
-        documents.check_url(doc.url, s.document_hosts, s.document_allow_private)
-        fetched = documents.fetch(
-            runtime.http("docs"),
-            doc.url,
-            _spool(),
-            max_bytes=s.document_max_bytes,
-            expected_size=doc.size,
-            expected_sha256=doc.sha256,
-        )
-        store.records.update_doc(
-            rec.id,
-            doc.id,
-            sha256=fetched.sha256,
-            size=fetched.size,
-            content_type=fetched.content_type,
-            filename=doc.filename,
-        )
+    progress: dict[str, dict[str, Any]] = {}
+    try:
+        for doc in _event(rec).documents:
+            meta = rec.docs.get(doc.id, {})
+            if meta.get("sha256") and (_spool() / meta["sha256"]).exists():
+                continue
+            documents.check_url(doc.url, s.document_hosts, s.document_allow_private)
+            fetched = documents.fetch(
+                runtime.http("docs"),
+                doc.url,
+                _spool(),
+                max_bytes=s.document_max_bytes,
+                expected_size=doc.size,
+                expected_sha256=doc.sha256,
+            )
+            progress[doc.id] = {
+                **meta,
+                "sha256": fetched.sha256,
+                "size": fetched.size,
+                "content_type": fetched.content_type,
+                "filename": doc.filename,
+            }
+    except BaseException:
+        # what was fetched before the failure is kept, so a retry does not fetch it again
+        for doc_id, meta in progress.items():
+            store.records.update_doc(rec.id, doc_id, **meta)
+        raise
+    # written with the step's end (one script for the whole step)
+    return Done(fields={f"doc:{doc_id}": meta for doc_id, meta in progress.items()}) if progress else None
 
 
 def _found_in_ged(ctx: AcdContext, rec: Record, doc_id: str, name: str) -> int | None:
@@ -240,52 +248,68 @@ def _found_in_ged(ctx: AcdContext, rec: Record, doc_id: str, name: str) -> int |
     return ids[0]
 
 
-def rename(store: Store, rec: Record) -> None:
+def rename(store: Store, rec: Record) -> Done | None:
     """Give the entry its ACK code and every document its unique name, and upload them into the GED folder of
     the journal's filing plan (the root when it has none)."""
     ctx = context(store, rec.client_file_id)
+    # The code is held in the dossier's ACK table under the record's id, the same on every run: the record keeps
+    # a copy, written with the step's end.
     ack = rec.ack or store.acks.allocate(f"acd:{ctx.scope}", rec.id)
-    if rec.ack != ack:
-        store.records.update(rec.id, ack=ack)
     event = _event(rec)
     folder: int | None = None
-    for doc in event.documents:
-        meta = rec.docs.get(doc.id) or {}
-        if meta.get("ged_id") is not None:
-            continue
-        if not meta.get("sha256"):
-            raise Deferred(f"document {doc.id} is not fetched yet", retry_after=1.0)
-        name = documents.unique_name(ack, event.entry.id, doc.id, meta["sha256"], doc.filename, meta["content_type"])
-        if meta.get("upload_started_at"):
-            # the server may still be storing it: look only once it cannot be, so a late copy is not missed
-            settled = float(meta["upload_started_at"]) + _server_may_work_seconds()
-            if now() < settled:
-                raise Deferred(
-                    f"the GED upload of {name} got no answer; it is looked up by its name once the server cannot "
-                    f"still be storing it (in {settled - now():.0f}s), and sent again only if it is not there",
-                    retry_after=settled - now(),
-                )
-            ged_id = _found_in_ged(ctx, rec, doc.id, name)
-            if ged_id is not None:
-                store.records.update_doc(rec.id, doc.id, name=name, ged_id=ged_id, upload_started_at=None)
+    uploaded: dict[str, dict[str, Any]] = {}
+    try:
+        for doc in event.documents:
+            meta = rec.docs.get(doc.id) or {}
+            if meta.get("ged_id") is not None:
                 continue
-        if folder is None:
-            ref = reference.current(store, ctx)
-            planned = ref.folder_for(event.entry.journal_code)
-            folder = planned if planned is not None else ctx.ged_folder
-        path = _ensure_spooled(store, rec, doc.id, doc.url)
-        store.records.update_doc(rec.id, doc.id, name=name, folder=folder, upload_started_at=now())
-        try:
-            ged_id = ctx.call(ctx.client.upload_document, folder, name, path, meta["content_type"])
-        except OutcomeUnknown:
-            raise
-        except HubsyncError as exc:
-            if (exc.code or "") == "documentExisteDeja" and (found := _found_in_ged(ctx, rec, doc.id, name)):
-                ged_id = found
-            else:
+            if not meta.get("sha256"):
+                raise Deferred(f"document {doc.id} is not fetched yet", retry_after=1.0)
+            name = documents.unique_name(
+                ack, event.entry.id, doc.id, meta["sha256"], doc.filename, meta["content_type"]
+            )
+            if meta.get("upload_started_at"):
+                # the server may still be storing it: look only once it cannot be, so a late copy is not missed
+                settled = float(meta["upload_started_at"]) + _server_may_work_seconds()
+                if now() < settled:
+                    raise Deferred(
+                        f"the GED upload of {name} got no answer; it is looked up by its name once the server cannot "
+                        f"still be storing it (in {settled - now():.0f}s), and sent again only if it is not there",
+                        retry_after=settled - now(),
+                    )
+                ged_id = _found_in_ged(ctx, rec, doc.id, name)
+                if ged_id is not None:
+                    store.records.update_doc(rec.id, doc.id, name=name, ged_id=ged_id, upload_started_at=None)
+                    continue
+            if folder is None:
+                ref = reference.current(store, ctx)
+                planned = ref.folder_for(event.entry.journal_code)
+                folder = planned if planned is not None else ctx.ged_folder
+            path = _ensure_spooled(store, rec, doc.id, doc.url)
+            store.records.update_doc(rec.id, doc.id, name=name, folder=folder, upload_started_at=now())
+            try:
+                ged_id = ctx.call(ctx.client.upload_document, folder, name, path, meta["content_type"])
+            except OutcomeUnknown:
+                raise
+            except HubsyncError as exc:
+                if (exc.code or "") == "documentExisteDeja" and (found := _found_in_ged(ctx, rec, doc.id, name)):
+                    # the lookup may have noted copies on the document: merged with what is stored, at once
+                    store.records.update_doc(rec.id, doc.id, ged_id=found, upload_started_at=None)
+                    continue
                 store.records.update_doc(rec.id, doc.id, upload_started_at=None)
                 raise
-        store.records.update_doc(rec.id, doc.id, ged_id=ged_id, upload_started_at=None)
+            # the stored document is ``meta`` and the marker just written: its end goes with the step's
+            uploaded[doc.id] = {**meta, "name": name, "folder": folder, "ged_id": ged_id, "upload_started_at": None}
+    except BaseException:
+        # what was uploaded before the failure is kept, so a retry does not look for it again
+        for doc_id, meta in uploaded.items():
+            store.records.update_doc(rec.id, doc_id, **meta)
+        raise
+    # written with the step's end (one script for the whole step)
+    fields: dict[str, Any] = {f"doc:{doc_id}": meta for doc_id, meta in uploaded.items()}
+    if rec.ack != ack:
+        fields["ack"] = ack
+    return Done(fields=fields) if fields else None
 
 
 def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool:
@@ -306,7 +330,7 @@ def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool
         raise Deferred(f"another worker is creating subsidiary account {code}", retry_after=2.0) from exc
 
 
-def map_step(store: Store, rec: Record) -> None:
+def map_step(store: Store, rec: Record) -> Done:
     """Check the entry against the dossier's reference data, create missing subsidiaries, build the body to post."""
     event = _event(rec)
     counterparties = subsidiaries(event.entry)
@@ -321,7 +345,7 @@ def map_step(store: Store, rec: Record) -> None:
         (rec.docs[d.id]["ged_id"] for d in event.documents if rec.docs.get(d.id, {}).get("ged_id") is not None),
         None,
     )
-    store.records.update(rec.id, payload=map_entry(event.entry, rec.ack, ged_id))
+    return Done(fields={"payload": map_entry(event.entry, rec.ack, ged_id)})
 
 
 # -- post and confirm: both find the entry again in the FEC ----------------------------------------------
@@ -385,70 +409,70 @@ def _note_copies(store: Store, rec: Record, numbers: list[str]) -> None:
     store.records.update(rec.id, note=f"ACD holds {len(numbers)} copies: EcritureNum {', '.join(numbers)}")
 
 
-def post(store: Store, rec: Record) -> None:
+def post(store: Store, rec: Record) -> Done | None:
     """Post the entry once: after any attempt whose outcome is unknown, look it up in the FEC first."""
     if rec.posted_at or rec.provider_id:
-        return
+        return None
     if rec.payload is None or rec.ack is None:
         raise Deferred("the entry is not mapped yet", retry_after=1.0)
     ctx = context(store, rec.client_file_id)
     s = settings()
     if rec.post_started_at is not None:
-        # Outside the post lock: a FEC read can take long, and it is shared with the dossier's other entries.
+        # An earlier post's outcome is unknown: look the entry up in the FEC (a read shared with the dossier's
+        # other entries) before anything is sent again.
         found = _lookup(store, ctx, rec, _unknown_since(rec))
         if found:
-            with _post_lock(store, rec):
-                fresh = store.records.get(rec.id) or rec
-                if not fresh.posted_at:
-                    _mark_found(store, fresh, found, "found_in_fec")
-            return
-    with _post_lock(store, rec):
-        fresh = store.records.get(rec.id) or rec
-        if fresh.posted_at or fresh.provider_id:
-            return
-        if fresh.post_started_at is not None:
-            if rec.post_started_at != fresh.post_started_at:
-                raise Deferred("the entry was sent again meanwhile; looking it up first", retry_after=1.0)
-            known = fec.outcome(store, rec.id)
-            if known is None or known.found or known.checked_at < _unknown_since(fresh):
-                raise Deferred("the FEC has not been read since the unknown outcome", retry_after=1.0)
-            reposts = int(store.records.fields(rec.id, "reposts")[0] or 0) + 1
-            last = (fresh.last_error or {}).get("message", "")
-            store.records.add_attempt(
-                rec.id, {"step": "post", "outcome": "not_in_fec", "message": "not in the FEC: sent again"}
+            if not store.records.fields(rec.id, "posted_at")[0]:
+                _mark_found(store, rec, found, "found_in_fec")
+            return None
+        known = fec.outcome(store, rec.id)
+        if known is None or known.found or known.checked_at < _unknown_since(rec):
+            raise Deferred("the FEC has not been read since the unknown outcome", retry_after=1.0)
+    # The claim: the "post started" marker, set only if it is still what this run saw and nothing was posted, in
+    # one script. Two runs of the entry (a redelivery racing the first) can never both send it.
+    claim, _marker = store.records.claim_start(
+        rec.id, "post_started_at", rec.post_started_at, now(), done_when=("posted_at", "provider_id")
+    )
+    if claim == "done":
+        return None
+    if claim != "claimed":
+        raise Deferred("the entry was sent again meanwhile; looking it up first", retry_after=1.0)
+    if rec.post_started_at is not None:
+        reposts = int(rec.extra.get("reposts") or 0) + 1
+        attempt = {"step": "post", "outcome": "not_in_fec", "message": "not in the FEC: sent again"}
+        if reposts > s.acd_max_reposts:
+            # given up before sending: the marker goes back to the unsure start it was, a replay starts a fresh count
+            store.records.update(rec.id, attempt=attempt, reposts=None, post_started_at=rec.post_started_at)
+            last = (rec.last_error or {}).get("message", "")
+            raise PostKeepsFailing(
+                f"the entry was sent {reposts} times and never landed (each time absent from the FEC); "
+                f"ACD's last answer: {last or 'none'}"
             )
-            if reposts > s.acd_max_reposts:
-                store.records.update(rec.id, reposts=None)  # a replay starts a fresh count
-                raise PostKeepsFailing(
-                    f"the entry was sent {reposts} times and never landed (each time absent from the FEC); "
-                    f"ACD's last answer: {last or 'none'}"
-                )
-            store.records.update(rec.id, reposts=reposts)
-        store.records.update(rec.id, post_started_at=now())
-        try:
-            ctx.call(ctx.client.post_entry, fresh.payload)
-        except OutcomeUnknown:
-            raise
-        except HubsyncError:
-            store.records.update(rec.id, post_started_at=None)
-            raise
-        store.records.update(
-            rec.id, attempt={"step": "post", "outcome": "posted"}, posted_at=now(), post_started_at=None, state="posted"
-        )
+        store.records.update(rec.id, attempt=attempt, reposts=reposts)
+    try:
+        ctx.call(ctx.client.post_entry, rec.payload)
+    except OutcomeUnknown:
+        raise
+    except HubsyncError:
+        store.records.note(rec.id, post_started_at=None)
+        raise
+    # Written with the step's end: a second run meeting the marker without posted_at looks the entry up (or
+    # waits) before anything is sent again.
+    posted_at = now()
+    return Done(
+        fields={"posted_at": posted_at, "post_started_at": None},
+        attempt={"step": "post", "outcome": "posted"},
+        next_in=_confirm_in(store, ctx, rec, posted_at),
+    )
 
 
-@contextlib.contextmanager
-def _post_lock(store: Store, rec: Record) -> Iterator[None]:
-    """The record's post lock; ``Deferred`` when another worker holds it."""
-    lock = store.locks.hold(f"post:{rec.id}", ttl_seconds=settings().http_timeout_seconds + 30)
-    try:
-        lock.__enter__()
-    except LockBusy as exc:
-        raise Deferred("another worker is posting this entry", retry_after=2.0) from exc
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+def _confirm_in(store: Store, ctx: AcdContext, rec: Record, posted_at: float) -> float:
+    """When the confirm step should first look for a just-posted entry: planned on the dossier's FEC board, so
+    that its first look usually finds the read that settles it done."""
+    assert rec.payload is not None and rec.ack is not None
+    where = _fec_years(store, ctx, rec.payload)
+    conclusive_from = posted_at + settings().acd_index_lag_seconds
+    return fec.plan(store, ctx.scope, rec.id, rec.ack, where, conclusive_from)
 
 
 def _give_up_after_window(rec: Record, posted_at: float, read_at: float) -> None:
@@ -463,17 +487,19 @@ def _give_up_after_window(rec: Record, posted_at: float, read_at: float) -> None
         )
 
 
-def confirm(store: Store, rec: Record) -> None:
+def confirm(store: Store, rec: Record) -> Done | None:
     """Confirm the entry landed: find its ACK code in the dossier's FEC (a read shared with every waiting entry)."""
     if rec.confirmed_at:
-        return
+        return None
     if not (rec.posted_at or rec.provider_id) or rec.payload is None or rec.ack is None:
         raise Deferred("the entry is not posted yet", retry_after=1.0)
     s = settings()
     posted_at = rec.posted_at or now()
     conclusive_from = posted_at + s.acd_index_lag_seconds
+    known = fec.outcome_of(rec)
+    if known is not None and known.found:
+        return _confirmed(store, rec, known.found)  # a read found it (and took it off the waiting set)
     ctx = context(store, rec.client_file_id)
-    known = fec.outcome(store, rec.id)
     if known is not None and not known.found and not known.error and known.checked_at >= conclusive_from:
         # a conclusive read already missed it: only a newer one can tell more
         _give_up_after_window(rec, posted_at, known.checked_at)
@@ -485,18 +511,20 @@ def confirm(store: Store, rec: Record) -> None:
         raise NotYetConfirmed(
             f"ACK code {ack_tag(rec.ack)} not in the FEC yet", retry_after=s.acd_fec_min_interval_seconds
         )
+    return _confirmed(store, rec, found)
+
+
+def _confirmed(store: Store, rec: Record, found: list[str]) -> Done:
+    """The entry is in ACD: its EcritureNum and confirmation, written with the step's end."""
     if len(found) > 1:
         _note_copies(store, rec, found)
-    store.records.update(
-        rec.id,
+    return Done(
+        fields={"provider_id": found[0], "confirmed_at": now()},
         attempt={"step": "confirm", "outcome": "confirmed", "provider_id": found[0]},
-        provider_id=found[0],
-        confirmed_at=now(),
-        state="confirmed",
     )
 
 
-STEP_FUNCTIONS: dict[str, Callable[[Store, Record], None]] = {
+STEP_FUNCTIONS: dict[str, Step] = {
     "fetch": fetch,
     "rename": rename,
     "map": map_step,

@@ -368,3 +368,34 @@ def test_a_server_builds_at_most_two_fecs_for_the_hub_at_once_whatever_its_dossi
     busy["d2"].go.set()
     threads[1].join(5)
     assert outcomes["d2"] == ["1"] and third.fetches == [2026]
+
+
+def test_a_just_posted_entry_plans_its_first_look_for_when_the_read_that_settles_it_is_over(store):
+    # given a dossier read a moment ago (the minimum interval is 0.5 s here)
+    acd = Acd()
+    first = _record(store, "P001")
+    acd.post("P001")
+    _settle(store, first, "P001", time.time() - 1.0, acd)
+    read_at = float(store.fec.last_read("scope1")["started_at"])
+    # when two entries are posted now: the first plans the next read, the second piggybacks on it
+    reader = fec.plan(store, "scope1", _record(store, "P002"), "P002", Y2026, time.time())
+    rider = fec.plan(store, "scope1", _record(store, "P003"), "P003", Y2026, time.time())
+    # then the reader looks when the next read is due, the other once that read should be over
+    assert read_at + 0.5 - time.time() - 0.1 <= reader <= read_at + 0.5 - time.time() + 0.3
+    assert rider > reader
+    # and an entry whose index lag ends after that planned read plans the read after it, not a look too early
+    late = fec.plan(store, "scope1", _record(store, "P004"), "P004", Y2026, time.time() + 2.0)
+    assert late >= 2.0
+
+
+def test_an_outcome_is_read_from_the_loaded_record_without_another_read(store):
+    # given an entry a read found
+    acd = Acd()
+    rid = _record(store, "L001")
+    acd.post("L001")
+    _settle(store, rid, "L001", time.time() - 1.0, acd)
+    # when its record is loaded
+    rec = store.records.get(rid)
+    # then the outcome is in it, as the store has it
+    assert fec.outcome_of(rec) == fec.outcome(store, rid)
+    assert fec.outcome_of(rec).found == ["1"]
