@@ -4,14 +4,39 @@ After ``threshold`` failures in a row the breaker opens: calls to that server ar
 wait without a network call) until ``cooldown`` has passed; then one worker probes. A success closes the
 breaker and the waiting entries go at their next wake-up; a failure opens it again. One firm's server
 being off thus costs the others nothing: no worker slot waits on its timeouts.
+
+A process that found a server's breaker clean (no failure recorded) trusts that for ``CLEAN_FOR_SECONDS``:
+its calls in that second read nothing before and clear nothing after. A breaker another process opens meanwhile
+holds this one's calls a second later at most.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 from pipeline.errors import ServerConsideredDown
 from pipeline.store import Store, now
+
+CLEAN_FOR_SECONDS = 1.0
+
+# Per process: breaker name -> monotonic time until which it is taken as clean without a read.
+_clean: dict[str, float] = {}
+_clean_lock = threading.Lock()
+
+
+def _is_clean(name: str) -> bool:
+    with _clean_lock:
+        return _clean.get(name, 0.0) > time.monotonic()
+
+
+def _note_clean(name: str, clean: bool) -> None:
+    with _clean_lock:
+        if clean:
+            _clean[name] = time.monotonic() + CLEAN_FOR_SECONDS
+        else:
+            _clean.pop(name, None)
 
 
 class Breaker:
@@ -28,7 +53,13 @@ class Breaker:
 
     def before_call(self) -> None:
         """Raise ``ServerConsideredDown`` unless the server may be called now (closed, or our turn to probe)."""
-        open_until = self.store.breakers.open_until(self.name)
+        if _is_clean(self.name):
+            return
+        recorded = self.store.breakers.state(self.name)
+        if not recorded:
+            _note_clean(self.name, True)
+            return
+        open_until = float(recorded.get("open_until") or 0.0)
         if not open_until:
             return
         wait = open_until - now()
@@ -43,11 +74,15 @@ class Breaker:
             )
 
     def success(self) -> None:
-        """The server answered: close the breaker."""
+        """The server answered: close the breaker (nothing to do when this process just found it clean)."""
+        if _is_clean(self.name):
+            return
         self.store.breakers.close(self.name)
+        _note_clean(self.name, True)
 
     def failure(self) -> None:
         """The server failed (off, 5xx, timeout): count, and open at the threshold."""
+        _note_clean(self.name, False)
         if self.store.breakers.fail(self.name) >= self.threshold:
             self.store.breakers.open(self.name, now() + self.cooldown, now())
 

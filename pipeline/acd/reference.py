@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -163,7 +164,8 @@ def _dumps(value: Any) -> str:
 
 
 def save(store: Store, ref: Reference) -> None:
-    """Replace the stored reference data of a dossier, all at once."""
+    """Replace the stored reference data of a dossier, all at once (and this process's copy)."""
+    _LOADED[ref.scope] = (ref, time.monotonic())
     years = None if ref.fiscal_years is None else [y.to_dict() for y in ref.fiscal_years]
     store.reference.save(
         ref.scope,
@@ -289,21 +291,28 @@ def check_entry(entry: Entry, ref: Reference) -> None:
 
 # Per process: the last reference data loaded for each dossier, reused while its refreshed_at is unchanged, so
 # checking an entry reads one field instead of the whole chart of accounts (thousands of members on a real
-# dossier). Subsidiary accounts added since are not in it; the check does not use them (see ensure_subsidiary).
-_LOADED: dict[str, Reference] = {}
+# dossier), and not even that within RECHECK_SECONDS of the last look: a refresh elsewhere is seen a second later
+# at most (a refresh in this process at once), and an entry refused against a stale copy refreshes it anyway
+# (check_with_refresh). Subsidiary accounts added since are not in it; the check does not use them (see
+# ensure_subsidiary).
+RECHECK_SECONDS = 1.0
+_LOADED: dict[str, tuple[Reference, float]] = {}
 
 
 def load_for_check(store: Store, scope: str) -> Reference | None:
     """The dossier's reference data for ``check_entry``: this process's copy while it is still the latest."""
+    cached = _LOADED.get(scope)
+    if cached is not None and time.monotonic() - cached[1] < RECHECK_SECONDS:
+        return cached[0]
     stamp = refreshed_at(store, scope)
     if stamp is None:
         return None
-    cached = _LOADED.get(scope)
-    if cached is not None and cached.refreshed_at == stamp:
-        return cached
+    if cached is not None and cached[0].refreshed_at == stamp:
+        _LOADED[scope] = (cached[0], time.monotonic())
+        return cached[0]
     ref = load(store, scope)
     if ref is not None:
-        _LOADED[scope] = ref
+        _LOADED[scope] = (ref, time.monotonic())
     return ref
 
 

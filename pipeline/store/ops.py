@@ -16,11 +16,6 @@ class BreakerStore:
     def __init__(self, client: Redis) -> None:
         self.r = client
 
-    def open_until(self, name: str) -> float | None:
-        """Until when the breaker holds calls back, or None when it is closed."""
-        raw = self.r.hget(keys.breaker(name), "open_until")
-        return float(raw) if raw else None
-
     def take_probe(self, name: str, ttl_seconds: float) -> bool:
         """True for the one caller that may probe the server now."""
         return bool(self.r.set(keys.breaker_probe(name), "1", nx=True, px=int(ttl_seconds * 1000)))
