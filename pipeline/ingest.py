@@ -90,7 +90,7 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
     if store.events.status(event.event_id) == "done":
         store.events.count("events_duplicate")
         return IngestResult("duplicate", event.event_id)
-    conns = [c for c in store.connections.all(event.client_file_id) if c.provider in FANOUT]
+    conns = store.connections.of_client_file(event.client_file_id, list(FANOUT))
     if not conns:
         dl = dead_letter_event(
             store,

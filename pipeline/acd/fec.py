@@ -264,11 +264,6 @@ def register(store: Store, scope: str, rid: str, ack: str, where: FecYears, conc
     store.fec.register(scope, rid, conclusive_from, {"years": list(where.years), "guessed": where.guessed, "ack": ack})
 
 
-def unregister(store: Store, scope: str, rid: str) -> None:
-    """Take a record out of its dossier's waiting set."""
-    store.fec.unregister(scope, rid)
-
-
 def waiting(store: Store, scope: str) -> int:
     """How many records of a dossier wait for its FEC."""
     return store.fec.waiting_count(scope)
@@ -325,6 +320,7 @@ def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()
             read.add(year)
     finally:
         store.fec.read_finished(scope, now() - started, now())
+    settled: list[str] = []
     for rid, score in members:
         item = info.get(rid)
         if item is None:
@@ -335,15 +331,16 @@ def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()
         answered = read | (set(failed) if item.get("guessed") else set())
         if hits:
             _write_outcome(store, rid, started, sorted(hits))
-            unregister(store, scope, rid)
+            settled.append(rid)
         elif wanted <= answered and wanted & read:
             written = _write_outcome(store, rid, started, [])
             if score <= started or not written:
-                unregister(store, scope, rid)
+                settled.append(rid)
         elif wanted & set(failed) and score <= started:
             reasons = "; ".join(failed[y] for y in sorted(wanted & set(failed)))
             _write_outcome(store, rid, started, [], reasons)
-            unregister(store, scope, rid)
+            settled.append(rid)
+    store.fec.unregister(scope, *settled)
     return started
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 
 from pipeline.config import settings
@@ -26,6 +27,7 @@ from pipeline.secrets import Secret, fingerprint, seal, unseal
 from pipeline.store import Store, now
 
 TOUCH_EVERY_SECONDS = 30.0
+TRUST_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,26 +86,35 @@ class TokenStore:
         self.store = store
         self.ttl_seconds = ttl_seconds if ttl_seconds is not None else s.acd_token_ttl_seconds
         self.idle_seconds = idle_seconds if idle_seconds is not None else s.acd_token_idle_seconds
-        self._copies: dict[str, tuple[str, str]] = {}
+        # key id -> (fingerprint, token, monotonic time Redis last confirmed it)
+        self._copies: dict[str, tuple[str, str, float]] = {}
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, key: TokenKey) -> Token | None:
-        """The token for ``key`` as Redis has it now, or None."""
+        """The token for ``key`` as Redis has it now, or None; a copy Redis confirmed less than
+        ``TRUST_SECONDS`` ago is used without asking again (one replaced meanwhile gets a 401, is dropped, and
+        the next look reads Redis)."""
+        with self._lock:
+            copy = self._copies.get(key.id)
+        # never trusted for longer than a fraction of the idle limit, so a token going idle is still seen
+        if copy is not None and time.monotonic() - copy[2] < min(TRUST_SECONDS, self.idle_seconds / 4):
+            return Token(copy[1], copy[0])
         fp, used_at = self.store.acd.token_use(key.id)
         if not fp:
             return None
         idle = used_at is not None and now() - float(used_at) > self.idle_seconds
-        with self._lock:
-            copy = self._copies.get(key.id)
         if copy is not None and copy[0] == fp:
+            if not idle:
+                with self._lock:
+                    self._copies[key.id] = (fp, copy[1], time.monotonic())
             return Token(copy[1], fp, idle)
         sealed = self.store.acd.sealed_token(key.id)
         if not sealed:
             return None
         value = unseal(sealed).reveal()
         with self._lock:
-            self._copies[key.id] = (fp, value)
+            self._copies[key.id] = (fp, value, 0.0 if idle else time.monotonic())
         return Token(value, fp, idle)
 
     def put(self, key: TokenKey, value: str) -> Token:
@@ -112,7 +123,7 @@ class TokenStore:
         issued = now()
         self.store.acd.put_token(key.id, seal(Secret(value)), fp, issued, key.label, self.ttl_seconds)
         with self._lock:
-            self._copies[key.id] = (fp, value)
+            self._copies[key.id] = (fp, value, time.monotonic())
             self._touched[key.id] = issued
         return Token(value, fp)
 
@@ -120,7 +131,7 @@ class TokenStore:
         """Forget ``token`` (dead on the server), unless another process already replaced it."""
         self.store.acd.drop_token(key.id, token.fp)
         with self._lock:
-            if self._copies.get(key.id, ("", ""))[0] == token.fp:
+            if self._copies.get(key.id, ("", "", 0.0))[0] == token.fp:
                 self._copies.pop(key.id, None)
 
     def touch(self, key: TokenKey, token: Token) -> None:

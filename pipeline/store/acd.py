@@ -94,11 +94,13 @@ class FecStore:
         pipe.hset(keys.fec_wait(scope), rid, json.dumps(wanted))
         pipe.execute()
 
-    def unregister(self, scope: str, rid: str) -> None:
-        """Take a record out of its dossier's waiting set."""
+    def unregister(self, scope: str, *rids: str) -> None:
+        """Take records out of their dossier's waiting set (two commands however many)."""
+        if not rids:
+            return
         pipe = self.r.pipeline(transaction=False)
-        pipe.zrem(keys.fec_waiting(scope), rid)
-        pipe.hdel(keys.fec_wait(scope), rid)
+        pipe.zrem(keys.fec_waiting(scope), *rids)
+        pipe.hdel(keys.fec_wait(scope), *rids)
         pipe.execute()
 
     def waiting_count(self, scope: str) -> int:

@@ -97,6 +97,25 @@ def test_token_is_kept_sealed_in_redis_and_reused_by_another_process(store):
     assert server.on("/compta/journal")[1].token == token
 
 
+def test_a_copy_trusted_for_a_second_that_another_process_replaced_costs_one_401_not_a_login(store):
+    # given two worker processes that used the dossier's token
+    server = FakeIsuite()
+    first = client_for(server, store)
+    first.journals()
+    second = client_for(server, store, tokens=TokenStore(store))
+    second.journals()
+    # when the server restarts and the second process logs in again (its call met the 401 first)
+    server.restart()
+    second.journals()
+    assert server.logins == 2
+    # then the first, whose copy it trusted without asking Redis, meets one 401 and takes the shared new token
+    renewed = server.on("/compta/journal")[-1].token
+    first.journals()
+    assert server.logins == 2
+    calls = server.on("/compta/journal")
+    assert calls[-1].token == renewed and calls[-2].token != renewed
+
+
 def test_two_dossiers_of_one_api_code_get_two_tokens_each_opened_once(store):
     server = FakeIsuite()
     tokens = TokenStore(store)

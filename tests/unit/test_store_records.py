@@ -67,3 +67,25 @@ def test_a_note_is_one_write_and_refuses_the_fields_counters_depend_on(store: St
     # and a field that moves counters or indexes is refused
     with pytest.raises(ValueError, match="state"):
         store.records.note(RID, state="posted")
+
+
+def test_a_ready_connection_is_kept_a_second_and_a_refused_one_is_always_read_again(store: Store) -> None:
+    from pipeline.store import Connection
+
+    # given a ready connection this process read, then changed by another process
+    store.connections.save(Connection("acd", "cf_conn", {"dossier": "D1"}))
+    assert store.connections.get("cf_conn", "acd").params == {"dossier": "D1"}
+    other = Store(store.r)
+    other.connections.save(Connection("acd", "cf_conn", {"dossier": "D2"}))
+    # then this process sees its copy for up to a second, and the change when asked fresh
+    assert store.connections.get("cf_conn", "acd").params == {"dossier": "D1"}
+    assert store.connections.get("cf_conn", "acd", fresh=True).params == {"dossier": "D2"}
+    # and a connection marked refused elsewhere is not kept: every look reads it
+    other.connections.set_status("cf_conn", "acd", "auth_failed", "refused")
+    assert store.connections.get("cf_conn", "acd", fresh=True).status == "auth_failed"
+    assert store.connections.get("cf_conn", "acd").status == "auth_failed"
+    # and a copy handed out cannot change the kept one
+    other.connections.set_status("cf_conn", "acd", "ready")
+    got = store.connections.get("cf_conn", "acd", fresh=True)
+    got.params["dossier"] = "changed"
+    assert store.connections.get("cf_conn", "acd").params == {"dossier": "D2"}
