@@ -373,15 +373,15 @@ def _why_wait(current: float, conclusive_from: float, last: float, due: float) -
 def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> float:
     """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
     due and reads; the others wake once that read should be over, so they find their outcome at the first look
-    instead of meeting the lock. An entry the planned read comes too early for (it was posted since) plans the
-    read after that one, and the entries after it wait for that."""
+    instead of meeting the lock. A planned read that starts before this entry's due cannot settle it (it could
+    not hold the entry yet): this entry plans the read after that one, and the entries after it wait for that."""
     expected = float(meta.get("duration") or 0.5)
     planned = store.fec.planned_read(scope)
     current = now()
-    if planned is not None and current <= planned < due - 0.05:
-        due = max(due, planned + _interval(meta))
-    elif planned is not None and current <= planned <= due + 0.05:
+    if planned is not None and planned >= max(current, due):
         return planned + expected + random.uniform(0.3, 0.6)
+    if planned is not None and planned >= current:
+        due = max(due, planned + _interval(meta))
     store.fec.plan_read(scope, due, due - current + expected + 5.0)
     return due + random.uniform(0.05, 0.2)
 

@@ -383,8 +383,13 @@ def test_a_just_posted_entry_plans_its_first_look_for_when_the_read_that_settles
     # then the reader looks when the next read is due, the other once that read should be over
     assert read_at + 0.5 - time.time() - 0.1 <= reader <= read_at + 0.5 - time.time() + 0.3
     assert rider > reader
-    # and an entry whose index lag ends after that planned read plans the read after it, not a look too early
-    late = fec.plan(store, "scope1", _record(store, "P004"), "P004", Y2026, time.time() + 2.0)
+    # and an entry whose index lag ends after that planned read plans the read after it, not a look too early,
+    # even when the planned read starts only a moment before it could hold the entry
+    planned = store.fec.planned_read("scope1")
+    assert planned is not None
+    barely = fec.plan(store, "scope1", _record(store, "P004"), "P004", Y2026, planned + 0.02)
+    assert barely >= planned + 0.5 - time.time()
+    late = fec.plan(store, "scope1", _record(store, "P005"), "P005", Y2026, time.time() + 2.0)
     assert late >= 2.0
 
 
