@@ -593,8 +593,8 @@ def status(as_json: bool, recount: bool) -> None:
     job that is late is flagged LATE (and named on standard error).
     """
     from pipeline import schedule
+    from pipeline.acd.context import breaker_name, scope_of
     from pipeline.acd.reference import refreshed_at
-    from pipeline.acd.steps import breaker_name, scope_of
     from pipeline.breaker import Breaker
     from pipeline.store import now
 

@@ -12,18 +12,15 @@ from pipeline import runtime
 from pipeline.acd import reference
 from pipeline.acd.answers import ci_get
 from pipeline.acd.client import AcdClient, AcdCredentials
+from pipeline.acd.context import PROVIDER, api_base_of, dossier_scope, scope_of, tokens
 from pipeline.acd.discovery import Found, discover
 from pipeline.acd.errors import SHARING_CHECKLIST, DossierNotFound, DossierNotShared
 from pipeline.acd.fec import FiscalYear
 from pipeline.acd.login_gate import forget_refusal, login_gate
-from pipeline.acd.reference import Reference, dossier_scope
-from pipeline.acd.steps import api_base_of, scope_of, tokens
+from pipeline.acd.reference import Reference
 from pipeline.errors import HubsyncError
 from pipeline.secrets import Secret, SecretKeyError, seal, unseal
 from pipeline.store import Connection, Store, now
-
-PROVIDER = "acd"
-__all__ = ["ConnectReport", "DossierOutcome", "connect", "connect_all", "dossier_scope"]
 
 EMPTY_CHART = "the chart of accounts is empty: finish it in ACD before syncing entries (see the ACD checklist)"
 INVOICE_NUMBERS_HINT = (

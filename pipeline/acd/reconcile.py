@@ -29,9 +29,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from pipeline.acd import fec, reference
+from pipeline.acd.context import context, scope_of
 from pipeline.acd.errors import FecUnavailable, NotYetConfirmed
 from pipeline.acd.fec import entries_by_ack, parse_fec
-from pipeline.acd.steps import context, scope_of
 from pipeline.acd.tokens import count
 from pipeline.config import settings
 from pipeline.errors import ErrorKind, HubsyncError, OutcomeUnknown

@@ -3,7 +3,7 @@ accounts, client and supplier accounts (inactive and analytic ones noted), fisca
 the time of the last refresh. An entry is checked against it before any call to ACD, so that what ACD would
 refuse is refused here with a precise message, and nothing is posted in vain.
 
-Keys, per dossier scope (``dossier_scope(server, dossier)``)::
+Keys, per dossier scope (``pipeline.acd.context.dossier_scope(server, dossier)``)::
 
     hubsync:ref:acd:{scope}            hash: dossier, journals, fiscal_years, filing_plans, ged_tree, inactive,
                                        analytic (JSON), refreshed_at
@@ -13,15 +13,15 @@ Keys, per dossier scope (``dossier_scope(server, dossier)``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pipeline.acd.answers import as_bool, ci_get
 from pipeline.acd.client import AcdClient
+from pipeline.acd.context import PROVIDER, AcdContext, context
 from pipeline.acd.errors import (
     AccountLocked,
     AuthenticationFailed,
@@ -40,17 +40,9 @@ from pipeline.errors import HubsyncError
 from pipeline.model import Entry
 from pipeline.store import LockBusy, Store, now
 
-if TYPE_CHECKING:
-    from pipeline.acd.steps import AcdContext
-
 T = TypeVar("T")
 ROUTE_MISSING = (NotAnISuiteServer, UnexpectedAnswer)
 """What a route this server does not serve answers (404 page, 405): optional reference data is then unknown."""
-
-
-def dossier_scope(server: str, dossier: str) -> str:
-    """The identity of an ACD dossier (server + code), in which ACK and subsidiary codes are unique."""
-    return hashlib.sha256(f"{server.rstrip('/')}|{dossier}".encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -366,8 +358,6 @@ class RefreshOutcome:
 
 def refresh_connections(store: Store, client_file_id: str | None = None) -> list[RefreshOutcome]:
     """Refresh the reference data of every ACD connection (or one client file's), each dossier once."""
-    from pipeline.acd.steps import PROVIDER, context
-
     done: dict[str, Reference] = {}
     out: list[RefreshOutcome] = []
     for conn in store.connections.all(client_file_id):

@@ -9,49 +9,32 @@ through a client bound to the record's dossier (its own token, its own session).
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pipeline import documents, runtime
 from pipeline.acd import fec, reference
 from pipeline.acd.answers import as_int, ci_get
-from pipeline.acd.client import AcdClient, AcdCredentials
+from pipeline.acd.context import PROVIDER, AcdContext, context
 from pipeline.acd.errors import (
-    AUTHENTICATION_HINT,
     AccountLocked,
-    AcdTimeout,
     AuthenticationFailed,
     FecUnavailable,
-    MalformedResponse,
     NotYetConfirmed,
     PostKeepsFailing,
-    PostOutcomeUnknown,
-    ServerUnavailable,
-    UploadOutcomeUnknown,
 )
-from pipeline.acd.login_gate import login_gate
 from pipeline.acd.mapping import ack_tag, map_entry, subsidiaries
-from pipeline.acd.reference import dossier_scope
-from pipeline.acd.tokens import TokenStore
-from pipeline.breaker import Breaker
 from pipeline.config import settings
-from pipeline.errors import Deferred, HubsyncError, NoConnection, OutcomeUnknown, PermanentError
+from pipeline.errors import Deferred, HubsyncError, OutcomeUnknown, PermanentError
 from pipeline.model import Event
-from pipeline.secrets import unseal
 from pipeline.steps import Done, Step
 from pipeline.store import LockBusy, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
 
-PROVIDER = "acd"
 STEPS = ("fetch", "rename", "map", "post", "confirm")
-T = TypeVar("T")
-BREAKER_ERRORS = (ServerUnavailable, AcdTimeout, MalformedResponse, PostOutcomeUnknown, UploadOutcomeUnknown)
 UNKNOWN_OUTCOME_MARGIN_SECONDS = 1.0
 
 
@@ -61,104 +44,6 @@ class EntryNotFoundAfterPost(PermanentError):
     default_hint = (
         "ACD answered that the entry was created, yet no entry of the dossier's FEC carries its ACK code. Check the "
         "dossier in ACD (was the entry deleted or its label edited?); replay confirms again, it never posts twice."
-    )
-
-
-@dataclass
-class AcdContext:
-    """What a step needs to talk to one client file's ACD dossier."""
-
-    store: Store
-    client: AcdClient
-    dossier: str
-    scope: str
-    api_base: str
-    ged_folder: int
-    breaker: Breaker
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call ACD through the firm's circuit breaker."""
-        self.breaker.before_call()
-        try:
-            result = fn(*args, **kwargs)
-        except BREAKER_ERRORS:
-            self.breaker.failure()
-            raise
-        except HubsyncError:
-            self.breaker.success()
-            raise
-        self.breaker.success()
-        return result
-
-    def fetch_fec(self, year: int) -> str:
-        """Read the dossier's FEC of ``year`` (with the long FEC timeout)."""
-        return self.call(self.client.fec, year, settings().acd_fec_timeout_seconds)
-
-
-def api_base_of(params: dict[str, Any]) -> str:
-    """The API base a connection speaks to (connections made before discovery used ``{url}/api``)."""
-    base = params.get("api_base") or str(params.get("url", "")).rstrip("/") + "/api"
-    return str(base).rstrip("/")
-
-
-def scope_of(params: dict[str, Any]) -> str:
-    """The dossier scope of a connection: kept from its first connect, so ACK codes stay unique in the dossier."""
-    return str(params.get("scope") or dossier_scope(str(params.get("url", "")), str(params.get("dossier", ""))))
-
-
-def breaker_name(params: dict[str, Any]) -> str:
-    """The circuit breaker of the firm's server."""
-    return f"acd:{api_base_of(params).casefold()}"
-
-
-_TOKENS: weakref.WeakKeyDictionary[Store, TokenStore] = weakref.WeakKeyDictionary()
-
-
-def tokens(store: Store) -> TokenStore:
-    """This process's view of the shared tokens (one per store, so its copies live as long as the process)."""
-    found = _TOKENS.get(store)
-    if found is None:
-        found = _TOKENS.setdefault(store, TokenStore(store))
-    return found
-
-
-def credentials(store: Store, client_file_id: str) -> tuple[AcdCredentials, dict[str, Any]]:
-    """A client file's ACD credentials (password unsealed) and connection parameters."""
-    conn = store.connections.get(client_file_id, PROVIDER)
-    if conn is None:
-        raise NoConnection(f"client file {client_file_id} has no ACD connection")
-    if conn.status == "auth_failed":
-        raise AuthenticationFailed(
-            f"ACD refused the credentials of client file {client_file_id} earlier ({conn.status_message}); "
-            "no new login is tried until it is connected again",
-            hint=AUTHENTICATION_HINT,
-        )
-    p = conn.params
-    creds = AcdCredentials(
-        api_base=api_base_of(p), cnx=p["cnx"], api_code=p["api_code"], password=unseal(conn.sealed_secret)
-    )
-    return creds, p
-
-
-def context(store: Store, client_file_id: str) -> AcdContext:
-    """Build the context of a client file's ACD connection, without any network call."""
-    creds, p = credentials(store, client_file_id)
-    s = settings()
-    dossier = str(p["dossier"])
-    return AcdContext(
-        store=store,
-        client=AcdClient(runtime.http(PROVIDER), creds, dossier, tokens(store), gate=login_gate(store, creds)),
-        dossier=dossier,
-        scope=scope_of(p),
-        api_base=creds.api_base,
-        ged_folder=int(p.get("ged_folder", 0)),
-        breaker=Breaker(
-            store,
-            breaker_name(p),
-            threshold=s.breaker_threshold,
-            cooldown_seconds=s.breaker_cooldown_seconds,
-            probe_ttl_seconds=s.http_timeout_seconds + 5,
-        ),
     )
 
 

@@ -464,7 +464,7 @@ def health(store: Store) -> list[Health]:
         states = all_states.get((provider, client_file)) or store.records.states(provider, client_file)
         breaker_state: dict[str, float | int | str] = {"state": "-", "failures": 0}
         if conn is not None and provider == "acd":
-            from pipeline.acd.steps import breaker_name
+            from pipeline.acd.context import breaker_name
 
             breaker_state = Breaker(store, breaker_name(conn.params), 0, 0, 0).state()
         until = float(breaker_state.get("open_until") or 0)

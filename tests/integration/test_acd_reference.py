@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from hubsync_sandbox.samples import sample_entry, sample_event
-from pipeline.acd.reference import dossier_scope, load, refreshed_at
+from pipeline.acd.context import dossier_scope
+from pipeline.acd.reference import load, refreshed_at
 from tests.conftest import ROOT, Hub, run_cli
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from hubsync_sandbox.samples import sample_entry, sample_event
-from pipeline.acd.steps import context
+from pipeline.acd.context import context
 from tests.conftest import Hub, run_cli
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from hubsync_sandbox.samples import sample_entry, sample_event
+from pipeline.acd.context import dossier_scope
 from pipeline.acd.errors import (
     EntryRefused,
     FiscalYearClosed,
@@ -18,7 +19,7 @@ from pipeline.acd.errors import (
     UnknownJournal,
 )
 from pipeline.acd.fec import FiscalYear
-from pipeline.acd.reference import Reference, check_entry, dossier_scope
+from pipeline.acd.reference import Reference, check_entry
 from pipeline.model import Entry
 from schemas.event import load_event
 

@@ -67,7 +67,7 @@ from hubsync_sandbox.docstore import DocStore
 from hubsync_sandbox.embedded import free_port
 from hubsync_sandbox.samples import DOCUMENT_KIND, document_ref, sample_entry, sample_event, tiny_pdf, tiny_png
 from pipeline import retention, runtime
-from pipeline.acd.steps import scope_of
+from pipeline.acd.context import scope_of
 from pipeline.config import reset_settings
 
 HERE = Path(__file__).resolve().parent
