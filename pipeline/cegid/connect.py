@@ -301,8 +301,6 @@ class Disconnected:
 
 def disconnect(store: Store, client_file_id: str) -> Disconnected | None:
     """Remove a client file's Cegid Loop connection, keeping its records; None when there was none."""
-    from pipeline.cegid.export import pending
-
     conn = store.connections.delete(client_file_id, PROVIDER)
     if conn is None:
         return None
@@ -311,5 +309,5 @@ def disconnect(store: Store, client_file_id: str) -> Disconnected | None:
         dossier=str(conn.params.get("dossier", "")),
         connected_at=float(conn.params.get("connected_at") or conn.created_at),
         records=len(store.records.ids(PROVIDER, client_file_id)),
-        pending=len(pending(store, client_file_id)),
+        pending=len(store.loop.pending(client_file_id)),
     )
