@@ -45,6 +45,7 @@ from pipeline.acd.errors import FecUnavailable, MalformedResponse
 from pipeline.acd.tokens import count
 from pipeline.config import settings
 from pipeline.errors import Deferred
+from pipeline.stepkit import deferred_while_busy
 from pipeline.store import LockBusy, Record, Store, now
 
 ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
@@ -396,15 +397,12 @@ def _server_slot(store: Store, server: str, ttl_seconds: float, expected: float)
         yield []
         return
     names = [f"fec-server:{server}:{n}" for n in random.sample(range(slots), slots)]
-    with contextlib.ExitStack() as stack:
-        try:
-            held = stack.enter_context(store.locks.hold_one_of(names, ttl_seconds))
-        except LockBusy as exc:
-            raise Deferred(
-                f"the firm's server is building {slots} other dossiers' FECs for the hub (at most {slots} at "
-                "once); this dossier's read waits for one of them to finish",
-                retry_after=max(0.5, expected) * random.uniform(0.6, 1.4),
-            ) from exc
+    why = (
+        f"the firm's server is building {slots} other dossiers' FECs for the hub (at most {slots} at once); this "
+        "dossier's read waits for one of them to finish"
+    )
+    wait = max(0.5, expected) * random.uniform(0.6, 1.4)
+    with deferred_while_busy(store.locks.hold_one_of(names, ttl_seconds), why, retry_after=wait) as held:
         yield [held]
 
 

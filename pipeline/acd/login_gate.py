@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pipeline.acd.client import AcdCredentials, LoginGate
 from pipeline.acd.errors import AUTHENTICATION_HINT, AccountLocked, AuthenticationFailed
 from pipeline.config import settings
-from pipeline.errors import Deferred
 from pipeline.secrets import fingerprint
-from pipeline.store import LockBusy, Store
+from pipeline.stepkit import deferred_while_busy
+from pipeline.store import Store
 
 REFUSED_TTL_SECONDS = 30 * 24 * 3600
 
@@ -32,24 +32,22 @@ def login_gate(store: Store, creds: AcdCredentials) -> LoginGate:
     @contextlib.contextmanager
     def gate() -> Iterator[None]:
         timeout = settings().http_timeout_seconds
-        try:
-            # a login and the session opened right after it: two calls, each up to the timeout
-            with store.locks.hold(f"acd-login:{_key(creds)}", ttl_seconds=2 * timeout + 10, wait_seconds=timeout + 5):
-                if store.acd.refused_password(_key(creds)) == fingerprint(creds.password):
-                    raise AuthenticationFailed(
-                        f"ACD refused API code {creds.api_code!r} with this password earlier; no new login is tried "
-                        "until the client file is connected again",
-                        status=401,
-                        code="authentificationInvalide",
-                        hint=AUTHENTICATION_HINT,
-                    )
-                try:
-                    yield
-                except (AuthenticationFailed, AccountLocked):
-                    store.acd.refuse_password(_key(creds), fingerprint(creds.password), REFUSED_TTL_SECONDS)
-                    raise
-        except LockBusy as exc:
-            raise Deferred("another worker is logging in to this ACD server", retry_after=2.0) from exc
+        # a login and the session opened right after it: two calls, each up to the timeout
+        lock = store.locks.hold(f"acd-login:{_key(creds)}", ttl_seconds=2 * timeout + 10, wait_seconds=timeout + 5)
+        with deferred_while_busy(lock, "another worker is logging in to this ACD server"):
+            if store.acd.refused_password(_key(creds)) == fingerprint(creds.password):
+                raise AuthenticationFailed(
+                    f"ACD refused API code {creds.api_code!r} with this password earlier; no new login is tried "
+                    "until the client file is connected again",
+                    status=401,
+                    code="authentificationInvalide",
+                    hint=AUTHENTICATION_HINT,
+                )
+            try:
+                yield
+            except (AuthenticationFailed, AccountLocked):
+                store.acd.refuse_password(_key(creds), fingerprint(creds.password), REFUSED_TTL_SECONDS)
+                raise
 
     return gate
 

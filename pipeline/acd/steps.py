@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from pipeline import documents, runtime
@@ -28,8 +27,9 @@ from pipeline.acd.mapping import ack_tag, map_entry, subsidiaries
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, OutcomeUnknown, PermanentError
 from pipeline.model import Event
+from pipeline.stepkit import deferred_while_busy, spooled
 from pipeline.steps import Done, Step
-from pipeline.store import LockBusy, Record, Store, now
+from pipeline.store import Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
@@ -57,53 +57,14 @@ def _event(rec: Record) -> Event:
     return load_event(rec.event)
 
 
-def _spool() -> Path:
-    return settings().spool_dir
-
-
-def _ensure_spooled(store: Store, rec: Record, doc_id: str, url: str) -> Path:
-    meta = rec.docs[doc_id]
-    path: Path = _spool() / str(meta["sha256"])
-    if path.exists():
-        return path
-    s = settings()
-    documents.check_url(url, s.document_hosts, s.document_allow_private)
-    fetched = documents.fetch(
-        runtime.http("docs"),
-        url,
-        _spool(),
-        max_bytes=s.document_max_bytes,
-        expected_size=meta["size"],
-        expected_sha256=meta["sha256"],
-    )
-    return fetched.path
-
-
 def fetch(store: Store, rec: Record) -> Done | None:
     """Stream every supporting document into the spool, checking host, size and SHA-256."""
-    s = settings()
     progress: dict[str, dict[str, Any]] = {}
     try:
         for doc in _event(rec).documents:
-            meta = rec.docs.get(doc.id, {})
-            if meta.get("sha256") and (_spool() / meta["sha256"]).exists():
-                continue
-            documents.check_url(doc.url, s.document_hosts, s.document_allow_private)
-            fetched = documents.fetch(
-                runtime.http("docs"),
-                doc.url,
-                _spool(),
-                max_bytes=s.document_max_bytes,
-                expected_size=doc.size,
-                expected_sha256=doc.sha256,
-            )
-            progress[doc.id] = {
-                **meta,
-                "sha256": fetched.sha256,
-                "size": fetched.size,
-                "content_type": fetched.content_type,
-                "filename": doc.filename,
-            }
+            fetched = spooled(rec, doc, settings().document_max_bytes)
+            if fetched.noted:
+                progress[doc.id] = {**(rec.docs.get(doc.id) or {}), **fetched.noted}
     except BaseException:
         # what was fetched before the failure is kept, so a retry does not fetch it again
         for doc_id, meta in progress.items():
@@ -170,7 +131,7 @@ def rename(store: Store, rec: Record) -> Done | None:
                 ref = reference.current(store, ctx)
                 planned = ref.folder_for(event.entry.journal_code)
                 folder = planned if planned is not None else ctx.ged_folder
-            path = _ensure_spooled(store, rec, doc.id, doc.url)
+            path = spooled(rec, doc, settings().document_max_bytes).path
             store.records.update_doc(rec.id, doc.id, name=name, folder=folder, upload_started_at=now())
             try:
                 ged_id = ctx.call(ctx.client.upload_document, folder, name, path, meta["content_type"])
@@ -202,17 +163,15 @@ def ensure_subsidiary(ctx: AcdContext, kind: str, code: str, label: str) -> bool
     Returns True when this call created it; either way it is in the dossier's reference data afterwards."""
     if reference.has_subsidiary(ctx.store, ctx.scope, code):
         return False
-    try:
-        with ctx.store.locks.hold(
-            f"tiers:{ctx.scope}:{code}", ttl_seconds=settings().http_timeout_seconds * 3, wait_seconds=30
-        ):
-            if reference.has_subsidiary(ctx.store, ctx.scope, code):
-                return False
-            created = ctx.call(ctx.client.create_account, kind, code, label)
-            reference.add_subsidiary(ctx.store, ctx.scope, code)
-            return created
-    except LockBusy as exc:
-        raise Deferred(f"another worker is creating subsidiary account {code}", retry_after=2.0) from exc
+    lock = ctx.store.locks.hold(
+        f"tiers:{ctx.scope}:{code}", ttl_seconds=settings().http_timeout_seconds * 3, wait_seconds=30
+    )
+    with deferred_while_busy(lock, f"another worker is creating subsidiary account {code}"):
+        if reference.has_subsidiary(ctx.store, ctx.scope, code):
+            return False
+        created = ctx.call(ctx.client.create_account, kind, code, label)
+        reference.add_subsidiary(ctx.store, ctx.scope, code)
+        return created
 
 
 def map_step(store: Store, rec: Record) -> Done:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import documents, runtime
+from pipeline import documents
 from pipeline.cegid.client import DEPOSIT_MAX_BYTES, Deposited
 from pipeline.cegid.connect import LoopContext, context
 from pipeline.cegid.errors import TOO_LARGE_HINT, DepositOutcomeUnknown, DocumentTooLarge, UnsupportedFileType
@@ -38,7 +38,8 @@ from pipeline.cegid.mapping import deposit_filename, transaction, unique_key
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, PermanentError
 from pipeline.model import Document, Event
-from pipeline.store import DeadLetter, LockBusy, Record, Store, now
+from pipeline.stepkit import deferred_while_busy, post_started, spool_path, spooled
+from pipeline.store import DeadLetter, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
@@ -63,31 +64,13 @@ def _event_and_doc(rec: Record) -> tuple[Event, Document]:
     return event, doc
 
 
-def _spool() -> Path:
-    return settings().spool_dir
-
-
-def _ensure_spooled(store: Store, rec: Record, doc: Document) -> Path:
+def _spooled(store: Store, rec: Record, doc: Document) -> Path:
     """The document's spool file, fetched again (and checked against its hash) when this machine lacks it."""
-    meta = rec.docs.get(doc.id) or {}
-    if meta.get("sha256"):
-        path: Path = _spool() / str(meta["sha256"])
-        if path.exists():
-            return path
-    s = settings()
-    documents.check_url(doc.url, s.document_hosts, s.document_allow_private)
-    fetched = documents.fetch(
-        runtime.http("docs"),
-        doc.url,
-        _spool(),
-        # Loop's own limit, not ACD's GED one (HUBSYNC_DOCUMENT_MAX_BYTES), and never above what Loop takes.
-        max_bytes=min(s.cegid_document_max_bytes, DEPOSIT_MAX_BYTES),
-        expected_size=meta.get("size", doc.size),
-        expected_sha256=meta.get("sha256", doc.sha256),
-        limit_setting="HUBSYNC_CEGID_DOCUMENT_MAX_BYTES",
-    )
-    if not meta.get("sha256"):
-        store.records.update_doc(rec.id, doc.id, sha256=fetched.sha256, size=fetched.size, filename=doc.filename)
+    # Loop's own limit, not ACD's GED one (HUBSYNC_DOCUMENT_MAX_BYTES), and never above what Loop takes.
+    limit = min(settings().cegid_document_max_bytes, DEPOSIT_MAX_BYTES)
+    fetched = spooled(rec, doc, limit, limit_setting="HUBSYNC_CEGID_DOCUMENT_MAX_BYTES")
+    if fetched.noted:
+        store.records.update_doc(rec.id, doc.id, **fetched.noted)
     return fetched.path
 
 
@@ -122,10 +105,8 @@ def fetch(store: Store, rec: Record) -> None:
     if rec.state in SETTLED:
         return
     _event, doc = _event_and_doc(rec)
-    meta = rec.docs.get(doc.id) or {}
-    if meta.get("sha256") and (_spool() / str(meta["sha256"])).exists():
-        return
-    _ensure_spooled(store, rec, doc)
+    if spool_path(rec, doc) is None:
+        _spooled(store, rec, doc)
 
 
 def check(store: Store, rec: Record) -> None:
@@ -133,7 +114,7 @@ def check(store: Store, rec: Record) -> None:
     if rec.state in SETTLED:
         return
     _event, doc = _event_and_doc(rec)
-    path = _ensure_spooled(store, rec, doc)
+    path = _spooled(store, rec, doc)
     with path.open("rb") as fh:
         head = fh.read(1024)
     kind = documents.sniff_type(head)
@@ -211,11 +192,9 @@ def deposit(store: Store, rec: Record) -> None:
     if not meta.get("name"):
         raise Deferred("the document is not prepared yet", retry_after=1.0)
     ctx = context(store, rec.client_file_id)
-    try:
-        with store.locks.hold(f"deposit:{rec.id}", ttl_seconds=settings().http_timeout_seconds * 2 + 30):
-            _deposit_locked(store, rec.id, doc, ctx)
-    except LockBusy as exc:
-        raise Deferred("another worker is depositing this document", retry_after=2.0) from exc
+    lock = store.locks.hold(f"deposit:{rec.id}", ttl_seconds=settings().http_timeout_seconds * 2 + 30)
+    with deferred_while_busy(lock, "another worker is depositing this document"):
+        _deposit_locked(store, rec.id, doc, ctx)
 
 
 def _same_file_elsewhere(store: Store, rec: Record, sha256: str) -> str | None:
@@ -283,7 +262,7 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
         if twin:
             skip(store, rid, doc.id, "deposit", twin)
             return
-    path = _ensure_spooled(store, fresh, doc)
+    path = _spooled(store, fresh, doc)
     size = path.stat().st_size
     if size > DEPOSIT_MAX_BYTES:
         raise DocumentTooLarge(
@@ -293,27 +272,27 @@ def _deposit_locked(store: Store, rid: str, doc: Document, ctx: LoopContext) -> 
     store.records.update_doc(
         rid, doc.id, sending={"at": sent_at, "generation": fresh.generation, "context": ctx.dossier}
     )
-    store.records.update(rid, post_started_at=sent_at)
+
+    def not_sent() -> None:
+        store.records.update_doc(rid, doc.id, sending=None)  # it did not go out whole: a retry sends it
+
     try:
-        result = ctx.client.store_document(
-            ctx.dossier,
-            str(meta["name"]),
-            path,
-            str(meta["content_type"]),
-            transaction=str(meta["transaction"]),
-            upload_author=ctx.partner_email or None,
-        )
+        with post_started(store, rid, at=sent_at, unknown=(DepositOutcomeUnknown,), undo=not_sent):
+            result = ctx.client.store_document(
+                ctx.dossier,
+                str(meta["name"]),
+                path,
+                str(meta["content_type"]),
+                transaction=str(meta["transaction"]),
+                upload_author=ctx.partner_email or None,
+            )
     except DepositOutcomeUnknown as exc:
         store.records.update_doc(rid, doc.id, unknown={"at": now(), "why": exc.message, "status": exc.status})
         raise _unknown(meta, doc.id, ctx.dossier, exc.message, exc.status) from exc
     except UnsupportedFileType as exc:
-        store.records.update_doc(rid, doc.id, sending=None)
-        store.records.update(rid, post_started_at=None)
         skip(store, rid, doc.id, "deposit", f"Cegid Loop refused its content ({exc.message})")
         return
     except HubsyncError:
-        store.records.update_doc(rid, doc.id, sending=None)  # it did not go out whole: a retry sends it
-        store.records.update(rid, post_started_at=None)
         raise
     except Exception as exc:
         # A bug after the request may have gone out: never guess "not sent".
