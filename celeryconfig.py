@@ -6,9 +6,15 @@ every retry countdown stays below (see ``pipeline.retry.RetryPolicy.ceiling_seco
 """
 
 import os
+from typing import Any
 
 from celery.schedules import crontab
 from kombu import Queue
+
+from pipeline.ingest import INGEST_TASK
+from pipeline.providers import ScheduledJob
+from pipeline.queues import EVENTS_QUEUE, pipeline_queues
+from pipeline.registry import PROVIDERS
 
 broker_url = os.environ.get("HUBSYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
 broker_connection_retry_on_startup = True
@@ -30,13 +36,13 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = int(os.environ.get("HUBSYNC_PREFETCH", "1"))
 
-task_default_queue = "events"
-task_queues = (Queue("events"), Queue("acd"), Queue("cegid_loop"))
+task_default_queue = EVENTS_QUEUE
+task_queues = tuple(Queue(name) for name in pipeline_queues())
 task_routes = {
-    "hubsync.ingest_event": {"queue": "events"},
-    "hubsync.retention.*": {"queue": "events"},
-    "hubsync.acd.*": {"queue": "acd"},
-    "hubsync.cegid_loop.*": {"queue": "cegid_loop"},
+    INGEST_TASK: {"queue": EVENTS_QUEUE},
+    "hubsync.retention.*": {"queue": EVENTS_QUEUE},
+    # each provider's tasks (its chain's steps, its scheduled jobs) run on its own queue
+    **{f"hubsync.{provider.name}.*": {"queue": provider.queue} for provider in PROVIDERS},
 }
 
 worker_hijack_root_logger = True
@@ -45,25 +51,33 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 
 # `hubsync beat`: the periodic tasks (each runs on a worker of its queue; a run nobody picked up before the
 # next one is due expires instead of piling up).
-reference_refresh_seconds = float(os.environ.get("HUBSYNC_REFERENCE_REFRESH_SECONDS", "3600"))
 retention_interval_seconds = float(os.environ.get("HUBSYNC_RETENTION_INTERVAL_SECONDS", "3600"))
+
+
+def _beat_entry(job: ScheduledJob, queue: str) -> dict[str, Any]:
+    """A provider's scheduled job as Celery beat reads it (a daily one as a crontab, read in UTC below)."""
+    if job.daily_at_utc is not None:
+        hour, minute = job.daily_at_utc
+        return {
+            "task": job.task,
+            "schedule": crontab(hour=hour, minute=minute),
+            "options": {"queue": queue, "expires": job.expires_seconds or 86400.0},
+        }
+    return {
+        "task": job.task,
+        "schedule": job.every_seconds,
+        "options": {"queue": queue, "expires": job.expires_seconds or job.every_seconds},
+    }
+
+
 beat_schedule = {
-    "acd-refresh-reference": {
-        "task": "hubsync.acd.refresh_reference",
-        "schedule": reference_refresh_seconds,
-        "options": {"queue": "acd", "expires": reference_refresh_seconds},
-    },
-    # The Cegid Loop export, every day at 20:00 UTC (crontab read in `timezone` below, not the machine's zone).
-    "cegid-loop-daily-export": {
-        "task": "hubsync.cegid_loop.export",
-        "schedule": crontab(hour=20, minute=0),
-        "options": {"queue": "cegid_loop", "expires": 12 * 3600},
-    },
+    # each provider's own jobs: ACD's reference-data refresh, the Cegid Loop export every day at 20:00 UTC
+    **{job.name: _beat_entry(job, provider.queue) for provider in PROVIDERS for job in provider.jobs()},
     # Settled records past HUBSYNC_HISTORY_DAYS shrink to what they keep for good (pipeline/retention.py).
     "retention-trim": {
         "task": "hubsync.retention.trim",
         "schedule": retention_interval_seconds,
-        "options": {"queue": "events", "expires": retention_interval_seconds},
+        "options": {"queue": EVENTS_QUEUE, "expires": retention_interval_seconds},
     },
 }
 timezone = "UTC"

@@ -84,8 +84,8 @@ def measure(docs: Any, loop: Any, pid: int, sizes: list[int], timeout: float) ->
     from hubsync_sandbox.cegid import DEMO_API_KEY, DEMO_API_SECRET, DEMO_DOMAIN, DEMO_SUBSCRIPTION_KEY
     from pipeline.cegid.connect import connect
     from pipeline.cegid.export import pending, run_export
-    from pipeline.cli import publish_event
     from tasks.chains import enqueue
+    from tasks.ingest import publish_event
 
     store = runtime.store()
     run = uuid.uuid4().hex[:6]

@@ -1,19 +1,15 @@
-"""The dead-letter store's rules: what a dead letter holds, and how a replay resumes without duplicates."""
+"""Dead letters: what one holds when a chain stops at a step or an event cannot go further (what an operator
+then does with it is ``pipeline.dlq``)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import HubsyncError
 from pipeline.store import DeadLetter, Record, Store, new_dead_letter_id, now
-
-Enqueue = Callable[[str, str, int, str], None]
-"""``enqueue(provider, record_id, generation, from_step)``: start a provider's chain at a step."""
 
 INGEST = "ingest"
 MAX_KEPT_EVENT_CHARS = 256 * 1024
@@ -106,66 +102,3 @@ def dead_letter_event(
         return existing
     store.dead_letters.add(dl)
     return dl
-
-
-class ReplayError(RuntimeError):
-    """A replay that cannot happen (unknown id, already closed, nothing to replay)."""
-
-
-def replay(store: Store, dl_id: str, enqueue: Enqueue, ingest: Callable[[Any], str], who: str = "") -> str:
-    """Resume a dead-lettered chain from its failed step (or re-check a kept event); returns what happened."""
-    dl = store.dead_letters.get(dl_id)
-    if dl is None:
-        raise ReplayError(f"no dead letter {dl_id}")
-    if dl.status != "open":
-        raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
-    if dl.provider == INGEST:
-        if isinstance(dl.event, dict) and dl.event.get("truncated"):
-            raise ReplayError(f"dead letter {dl_id} kept only the head of a huge event; emit a corrected one")
-        store.dead_letters.close(dl_id, "replayed", "replay", who=who)
-        outcome = ingest(dl.event)
-        return f"event re-checked: {outcome}"
-    rec = store.records.get(dl.record_id)
-    if rec is None:
-        raise ReplayError(f"the record {dl.record_id} of dead letter {dl_id} is gone")
-    generation = rec.generation + 1
-    state = "confirmed" if rec.confirmed_at else ("posted" if rec.posted_at or rec.provider_id else "received")
-    store.records.update(
-        rec.id,
-        generation=generation,
-        state=state,
-        step=dl.step,
-        retry_since=None,
-        next_retry_at=None,
-        dead_letter_id=None,
-    )
-    store.records.add_attempt(rec.id, {"step": dl.step, "outcome": "replayed", "dead_letter": dl_id})
-    store.dead_letters.close(dl_id, "replayed", "replay", who=who)
-    enqueue(rec.provider, rec.id, generation, dl.step)
-    return f"chain resumed at {dl.step}"
-
-
-def discard(store: Store, dl_id: str, reason: str, who: str = "") -> None:
-    """Close a dead letter on purpose, with the reason kept in its audit trail."""
-    if not reason.strip():
-        raise ReplayError("a discard needs a reason")
-    dl = store.dead_letters.get(dl_id)
-    if dl is None:
-        raise ReplayError(f"no dead letter {dl_id}")
-    if not store.dead_letters.close(dl_id, "discarded", "discard", reason=reason, who=who):
-        raise ReplayError(f"dead letter {dl_id} is {dl.status}, not open")
-    if dl.record_id:
-        store.records.add_attempt(dl.record_id, {"step": dl.step, "outcome": "discarded", "reason": reason})
-        settle = DISCARD_SETTLERS.get(dl.provider)
-        if settle is not None:
-            module, _, name = settle.partition(":")
-            getattr(importlib.import_module(module), name)(store, dl, reason)
-        rec = store.records.get(dl.record_id)
-        if rec is not None and rec.dead_letter_id == dl_id:
-            # settled for good: nothing waits on it any more, so retention may shrink it after the window
-            store.records.update(dl.record_id, discarded=dl_id)
-
-
-# A provider whose discard can mean "it landed after all" settles its record here (imported when needed, so
-# that the command line and the dashboard need not know the provider).
-DISCARD_SETTLERS = {"cegid_loop": "pipeline.cegid.steps:settle_discarded"}

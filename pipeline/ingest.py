@@ -1,25 +1,27 @@
-"""Ingest: validate an ``entry.validated`` event, drop repeats, and fan it out to every connected provider."""
+"""Ingest: validate an ``entry.validated`` event, drop repeats, and fan it out to every connected provider
+(each one's ``fan_out``, from ``pipeline.registry``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
 
-from pipeline.cegid.export import fan_out_cegid_loop
-from pipeline.deadletters import Enqueue, dead_letter_event
+from pipeline.deadletters import dead_letter_event
 from pipeline.errors import InvalidEvent, NoConnection
 from pipeline.model import Event
-from pipeline.store import Store, record_id
+from pipeline.providers import Enqueue
+from pipeline.registry import PROVIDERS
+from pipeline.store import Store
 from schemas.event import MAX_EVENT_BYTES, flatten_errors, load_event
 
 log = logging.getLogger(__name__)
 
-FIRST_STEP = {"acd": "fetch"}
+INGEST_TASK = "hubsync.ingest_event"
+"""The task the upstream publishes each event to, on the ``events`` queue (``pipeline.queues.EVENTS_QUEUE``)."""
 
 
 @dataclass
@@ -90,7 +92,7 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
     if store.events.status(event.event_id) == "done":
         store.events.count("events_duplicate")
         return IngestResult("duplicate", event.event_id)
-    conns = store.connections.of_client_file(event.client_file_id, list(FANOUT))
+    conns = store.connections.of_client_file(event.client_file_id, PROVIDERS.names())
     if not conns:
         dl = dead_letter_event(
             store,
@@ -106,7 +108,7 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
     result = IngestResult("accepted", event.event_id)
     acted = False
     for conn in conns:
-        rid, did = FANOUT[conn.provider](store, event, data, enqueue)
+        rid, did = PROVIDERS.get(conn.provider).fan_out(store, event, data, enqueue)
         result.records.append(rid)
         acted = acted or did
     store.events.mark(event.event_id, "done")
@@ -117,67 +119,3 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
     else:
         store.events.count("events_received")
     return result
-
-
-def fan_out_acd(store: Store, event: Event, data: dict[str, Any], enqueue: Enqueue) -> tuple[str, bool]:
-    """Create (or update) the entry's ACD record and start its chain, once per event; says whether it acted."""
-    rid = record_id("acd", event.client_file_id, event.entry.id)
-    # An entry's first event (the common case) needs no lock: the record is created only if none exists, in one
-    # script, and only the delivery that created it starts the chain. It says its event is enqueued before the
-    # message goes: a worker dying in between leaves a record in flight that the resume sweep sends on.
-    if store.records.create_new(rid, data, event.event_id, enqueued_event=event.event_id) is not None:
-        enqueue("acd", rid, 0, FIRST_STEP["acd"])
-        return rid, True
-    with store.locks.hold(f"record:{rid}", ttl_seconds=30, wait_seconds=15):
-        rec = store.records.get(rid)
-        if rec is None:
-            store.records.create(rid, data, event.event_id)
-            enqueue("acd", rid, 0, FIRST_STEP["acd"])
-            store.records.update(rid, enqueued_event=event.event_id)
-            return rid, True
-        if rec.event_id == event.event_id:
-            if store.records.enqueued_event(rid) != event.event_id:
-                enqueue("acd", rid, rec.generation, FIRST_STEP["acd"])
-                store.records.update(rid, enqueued_event=event.event_id)
-                return rid, True
-            return rid, False
-        if rec.posted_at or rec.provider_id:
-            number = f"EcritureNum {rec.provider_id}" if rec.provider_id else f"ACK code (#{rec.ack}#)"
-            store.records.update(
-                rid,
-                note=(
-                    f"validated again by {event.event_id} after it was posted to ACD ({number}); "
-                    "ACD entries cannot be changed through its API: change it in ACD if needed"
-                ),
-            )
-            store.records.add_attempt(
-                rid, {"step": "received", "outcome": "revalidated_after_post", "event_id": event.event_id}
-            )
-            return rid, True
-        generation = rec.generation + 1
-        if rec.dead_letter_id:
-            store.dead_letters.close(
-                rec.dead_letter_id, "superseded", "revalidated", reason=event.event_id, who="hubsync"
-            )
-        store.records.update(
-            rid,
-            event=data,
-            event_id=event.event_id,
-            generation=generation,
-            state="received",
-            step="received",
-            payload=None,
-            retry_since=None,
-            dead_letter_id=None,
-            post_started_at=rec.post_started_at,
-        )
-        store.records.add_attempt(rid, {"step": "received", "outcome": "revalidated", "event_id": event.event_id})
-        enqueue("acd", rid, generation, FIRST_STEP["acd"])
-        store.records.update(rid, enqueued_event=event.event_id)
-        return rid, True
-
-
-FANOUT: dict[str, Callable[[Store, Event, dict[str, Any], Enqueue], tuple[str, bool]]] = {
-    "acd": fan_out_acd,
-    "cegid_loop": fan_out_cegid_loop,
-}

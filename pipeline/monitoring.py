@@ -8,6 +8,7 @@ only record ids and ``hubsync.ingest_event`` is published with a masked ``argsre
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 BASIC_AUTH_ENV = "HUBSYNC_FLOWER_BASIC_AUTH"
@@ -49,15 +50,14 @@ def _show_every_pipeline_queue() -> None:
     BaseHandler.get_active_queue_names = queue_names
 
 
-def run_flower(address: str, port: int, url_prefix: str = "") -> None:
-    """Start Flower on the pipeline's Celery app; credentials go through the environment, not argv."""
+def run_flower(start: Callable[[list[str]], None], address: str, port: int, url_prefix: str = "") -> None:
+    """Start Flower on the pipeline's Celery app (``start`` runs a Celery program on it: ``pipeline.dispatch``);
+    credentials go through the environment, not argv."""
     pairs = check_basic_auth(os.environ.get(BASIC_AUTH_ENV, ""))
     os.environ["FLOWER_BASIC_AUTH"] = ",".join(pairs)
     os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
-    from tasks import app
-
     _show_every_pipeline_queue()
     argv = ["flower", f"--address={address}", f"--port={port}"]
     if url_prefix:
         argv.append(f"--url_prefix={url_prefix}")
-    app.start(argv)
+    start(argv)

@@ -23,8 +23,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.deadletters import Enqueue
+from pipeline.providers import Enqueue
 from pipeline.queues import queue_depths
+from pipeline.registry import PROVIDERS
 from pipeline.store import IN_FLIGHT_STATES, LockBusy, Store, now
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def resume_stalled(
     stall_seconds: float,
     limit: int = BATCH,
 ) -> ResumeResult:
-    """Publish again the chain of every record due to move more than ``stall_seconds`` ago (up to ``limit``)."""
+    """Publish again the chain of every record due to move more than ``stall_seconds`` ago (up to ``limit``);
+    ``chains``: each provider's steps in order (``PROVIDERS.chains()``)."""
     result = ResumeResult()
     rows = store.records.stalled(now() - stall_seconds, limit)
     if not rows:
@@ -77,7 +79,8 @@ def resume_stalled(
         steps = chains.get(provider)
         if steps is None:
             continue
-        if depths.get(provider, 0) > BUSY_QUEUE_DEPTH:
+        installed = PROVIDERS.find(provider)
+        if depths.get(installed.queue if installed else provider, 0) > BUSY_QUEUE_DEPTH:
             if provider not in result.busy_providers:
                 result.busy_providers.append(provider)
             continue

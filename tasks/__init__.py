@@ -15,7 +15,15 @@ kombu_fixes.apply()
 # Every task counts its deliveries (a poison message is dead-lettered, not run forever): tasks.delivery.
 app = Celery(
     "hubsync",
-    include=["tasks.ingest", "tasks.acd", "tasks.cegid_loop", "tasks.retention", "tasks.schedule", "tasks.resume"],
+    include=[
+        "tasks.ingest",
+        "tasks.steps",
+        "tasks.acd",
+        "tasks.cegid_loop",
+        "tasks.retention",
+        "tasks.schedule",
+        "tasks.resume",
+    ],
     task_cls="tasks.delivery:HubsyncTask",
 )
 app.config_from_object("celeryconfig")

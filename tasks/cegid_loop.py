@@ -1,4 +1,4 @@
-"""The Cegid Loop tasks: one per step of ``pipeline.cegid.steps``, and the export ``hubsync beat`` runs daily."""
+"""Cegid Loop's own task: the export ``hubsync beat`` sends daily (its chain's tasks: ``tasks.steps``)."""
 
 from __future__ import annotations
 
@@ -6,42 +6,15 @@ import logging
 from typing import Any
 
 from pipeline import runtime
-from pipeline.cegid import export, steps
+from pipeline.cegid import export
+from pipeline.cegid.provider import EXPORT_TASK
 from pipeline.config import settings
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.retry import backoff_seconds
 from tasks import app
-from tasks.chains import CEGID_LOOP_TASKS, EXPORT_TASK, enqueue, run_chain_step
+from tasks.chains import enqueue
 
 log = logging.getLogger(__name__)
-
-
-def _run(task: Any, step: str, record_id: str, generation: int) -> None:
-    run_chain_step(task, step, record_id, generation, steps.STEP_FUNCTIONS)
-
-
-@app.task(name=CEGID_LOOP_TASKS["fetch"], bind=True, max_retries=None)
-def fetch(self: Any, record_id: str, generation: int) -> None:
-    """Fetch the document into the spool (streamed, checked)."""
-    _run(self, "fetch", record_id, generation)
-
-
-@app.task(name=CEGID_LOOP_TASKS["check"], bind=True, max_retries=None)
-def check(self: Any, record_id: str, generation: int) -> None:
-    """Check its type from the bytes; skip anything but JPEG, PNG and PDF."""
-    _run(self, "check", record_id, generation)
-
-
-@app.task(name=CEGID_LOOP_TASKS["prepare"], bind=True, max_retries=None)
-def prepare(self: Any, record_id: str, generation: int) -> None:
-    """Fix the deposit's file name and transaction."""
-    _run(self, "prepare", record_id, generation)
-
-
-@app.task(name=CEGID_LOOP_TASKS["deposit"], bind=True, max_retries=None)
-def deposit(self: Any, record_id: str, generation: int) -> None:
-    """Deposit the document with storeDocument, once, and record it in the ledger."""
-    _run(self, "deposit", record_id, generation)
 
 
 @app.task(name=EXPORT_TASK, bind=True, max_retries=None, ignore_result=True)

@@ -1,4 +1,4 @@
-"""A provider's chain, step by step: the only place that knows the tasks' order.
+"""A provider's chain, step by step, published in the order its provider declares (``pipeline.registry``).
 
 Each step publishes the next one itself, from inside its task, once its record says the step is done
 (``continue_chain``), rather than handing Celery a canvas ``chain``. Celery sends a chain's next message after
@@ -17,27 +17,11 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore
 
 from pipeline import runtime
-from pipeline.config import settings
 from pipeline.errors import HubsyncError
+from pipeline.registry import PROVIDERS
 from pipeline.steps import Step, run_step
 from pipeline.store import FINAL_STATES, Record
 from tasks import app
-
-ACD_TASKS = {
-    "fetch": "hubsync.acd.fetch_document",
-    "rename": "hubsync.acd.rename_document",
-    "map": "hubsync.acd.map_entry",
-    "post": "hubsync.acd.post_entry",
-    "confirm": "hubsync.acd.confirm_ack",
-}
-CEGID_LOOP_TASKS = {
-    "fetch": "hubsync.cegid_loop.fetch",
-    "check": "hubsync.cegid_loop.check",
-    "prepare": "hubsync.cegid_loop.prepare",
-    "deposit": "hubsync.cegid_loop.deposit",
-}
-EXPORT_TASK = "hubsync.cegid_loop.export"
-CHAINS: dict[str, dict[str, str]] = {"acd": ACD_TASKS, "cegid_loop": CEGID_LOOP_TASKS}
 
 
 def step_priority(index: int) -> int:
@@ -65,19 +49,17 @@ def signature(
     """One step of a chain, as an immutable signature carrying only the record id and generation
     (``celery_app``: another app to publish through, e.g. one bound to a test bed's broker; ``countdown``: the
     delay the previous step chose, instead of the step's usual one)."""
-    tasks = CHAINS[provider]
-    names = list(tasks)
-    if step not in tasks:
-        raise ValueError(f"{provider} has no step {step!r} (steps: {', '.join(names)})")
+    chain = PROVIDERS.get(provider)
+    chain_step = chain.step(step)
     sig = (celery_app or app).signature(
-        tasks[step],
+        chain_step.task,
         args=(record_id, generation),
         immutable=True,
-        queue=provider,
-        priority=step_priority(names.index(step)),
+        queue=chain.queue,
+        priority=step_priority(chain.index(step)),
     )
-    if countdown is None and provider == "acd" and step == "confirm":
-        countdown = settings().acd_index_lag_seconds + 0.2
+    if countdown is None and chain_step.countdown is not None:
+        countdown = chain_step.countdown()
     if countdown is not None and countdown > 0:
         sig = sig.set(countdown=countdown)
     return sig
@@ -97,9 +79,7 @@ def enqueue(
 
 def next_step(provider: str, step: str) -> str | None:
     """The step after ``step`` in a provider's chain, or None after the last."""
-    names = list(CHAINS[provider])
-    index = names.index(step) + 1
-    return names[index] if index < len(names) else None
+    return PROVIDERS.get(provider).next_step(step)
 
 
 def continue_chain(

@@ -15,6 +15,8 @@ from kombu.exceptions import OperationalError
 from pipeline import runtime
 from pipeline.config import settings
 from pipeline.deliveries import finished, poisoned
+from pipeline.ingest import INGEST_TASK
+from pipeline.registry import PROVIDERS
 from pipeline.retry import backoff_seconds
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,9 @@ REDIS_WAIT_SECONDS = 60.0
 
 
 def _step_of(task_name: str) -> tuple[str | None, str]:
-    from tasks.chains import CHAINS
-
-    for chain_tasks in CHAINS.values():
-        for step, name in chain_tasks.items():
-            if name == task_name:
-                return step, step
+    found = PROVIDERS.step_of_task(task_name)
+    if found is not None:
+        return found[1].name, found[1].name
     return None, task_name.rsplit(".", 1)[-1]
 
 
@@ -42,7 +41,7 @@ class HubsyncTask(Task):  # type: ignore[misc]
         try:
             step, name = _step_of(self.name)
             record_id = args[0] if step is not None and args and isinstance(args[0], str) else None
-            event = args[0] if self.name == "hubsync.ingest_event" and args else None
+            event = args[0] if self.name == INGEST_TASK and args else None
             again = _redelivered(request)
             if poisoned(runtime.store(), request.id, request.retries, record_id, name, event, redelivered=again):
                 raise Ignore()

@@ -1,4 +1,5 @@
-"""``hubsync.ingest_event``: the task the upstream validation service calls (queue ``events``)."""
+"""``hubsync.ingest_event``: the task the upstream validation service calls (queue ``events``), and how to
+publish to it exactly as the upstream does."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from typing import Any
 
 from pipeline import runtime
 from pipeline.config import settings
-from pipeline.ingest import ingest
+from pipeline.ingest import INGEST_TASK, ingest
+from pipeline.queues import EVENTS_QUEUE
 from pipeline.redact import event_argsrepr
 from pipeline.retry import backoff_seconds
 from tasks import app
 from tasks.chains import enqueue
 
-INGEST_TASK = "hubsync.ingest_event"
 log = logging.getLogger(__name__)
 
 
@@ -28,3 +29,9 @@ def ingest_event(self: Any, event: Any) -> None:
         log.warning("ingest failed (%s); retry in %.1fs", type(exc).__name__, countdown)
         # The retried message shows ids only, like the first one (Flower must never see the event's URLs).
         raise self.retry(exc=exc, countdown=countdown, max_retries=None, argsrepr=event_argsrepr(event)) from exc
+
+
+def publish_event(data: Any) -> None:
+    """Send one decoded event to the ``events`` queue, exactly as the upstream service does."""
+    # argsrepr is what Flower and worker logs show: ids only, never the event and its document URL tokens.
+    app.send_task(INGEST_TASK, args=[data], queue=EVENTS_QUEUE, argsrepr=event_argsrepr(data))

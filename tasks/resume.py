@@ -16,8 +16,9 @@ from kombu.exceptions import OperationalError
 
 from pipeline import runtime
 from pipeline.config import settings
+from pipeline.registry import PROVIDERS
 from pipeline.resume import resume_stalled
-from tasks.chains import CHAINS, enqueue
+from tasks.chains import enqueue
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -29,8 +30,7 @@ def resume_once() -> int:
     store = runtime.store()
     if not store.locks.take_turn("resume", max(1.0, s.resume_interval_seconds)):
         return 0
-    chains = {provider: list(tasks) for provider, tasks in CHAINS.items()}
-    result = resume_stalled(store, enqueue, chains, s.stall_seconds)
+    result = resume_stalled(store, enqueue, PROVIDERS.chains(), s.stall_seconds)
     if result.resumed or result.busy_providers:
         log.warning("resume: %s", result.summary())
     return len(result.resumed)

@@ -183,7 +183,7 @@ class Hub:
         )
 
     def emit(self, event: dict[str, Any]) -> None:
-        from pipeline.cli import publish_event
+        from tasks.ingest import publish_event
 
         publish_event(event)
 

@@ -313,3 +313,29 @@ def found_base(firm_url: str, report: ConnectReport) -> str:
     if report.api_base.casefold() == firm_url.rstrip("/").casefold():
         return f"ACD API at {report.api_base}"
     return f"ACD API found at {report.api_base} (from {firm_url})"
+
+
+@dataclass
+class Disconnected:
+    """What ``disconnect`` removed and what it kept."""
+
+    client_file_id: str
+    dossier: str
+    records: int
+
+    def lines(self) -> list[str]:
+        """What the operator reads."""
+        return [
+            f"Disconnected {self.client_file_id} from ACD dossier {self.dossier}.",
+            "  removed: the connection (server, CNX, API code, dossier) with its sealed password",
+            f"  kept: {self.records} record(s) and their history; connect again with `hubsync connect acd`",
+        ]
+
+
+def disconnect(store: Store, client_file_id: str) -> Disconnected | None:
+    """Remove a client file's ACD connection, keeping its records; None when there was none."""
+    conn = store.connections.delete(client_file_id, PROVIDER)
+    if conn is None:
+        return None
+    records = len(store.records.ids(PROVIDER, client_file_id))
+    return Disconnected(client_file_id, str(conn.params.get("dossier", "")), records)

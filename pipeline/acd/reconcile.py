@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from pipeline.acd import fec, reference
-from pipeline.acd.context import context, scope_of
+from pipeline.acd.context import PROVIDER, context, scope_of
 from pipeline.acd.errors import FecUnavailable, NotYetConfirmed
 from pipeline.acd.fec import entries_by_ack, parse_fec
 from pipeline.acd.tokens import count
@@ -59,6 +59,11 @@ class Finding:
     state: str = ""
     provider_ids: list[int | str] = field(default_factory=list)
     name: str = ""
+
+    @property
+    def key(self) -> str:
+        """How the entry is named in a report: its ACK code, else its name."""
+        return f"(#{self.ack}#)" if self.ack else self.name
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -118,14 +123,37 @@ class Reconciliation:
             "retries": self.retries,
         }
 
+    def lines(self) -> list[str]:
+        """What ``hubsync reconcile`` prints: the counts, then each entry that needs a look."""
+        head = f"{self.provider} {self.client_file_id} ({self.dossier}): "
+        retried = [f"  retried    {note}" for note in self.retries]
+        if self.error:
+            return [head + f"could not read ACD: {self.error}", *retried]
+        out = [
+            head + f"{self.records} records, {len(self.landed)} landed, {len(self.missing)} missing, "
+            f"{len(self.duplicated)} duplicated, {len(self.unknown)} unknown, {len(self.pending)} pending, "
+            f"{len(self.dead)} dead, {len(self.indexing) + len(self.unrecorded)} settling"
+            + (f" (FEC {', '.join(map(str, self.years))})" if self.years else "")
+            + (f"; ACD was busy, asked again {len(self.retries)} time(s)" if self.retries else ""),
+            *retried,
+        ]
+        where = "ACD (EcritureNum)"
+        for f in self.missing:
+            out.append(f"  missing    {f.entry_id} {f.key} state {f.state}: not in {where}")
+        for f in self.duplicated:
+            out.append(f"  duplicated {f.entry_id} {f.key}: {where} ids {', '.join(str(i) for i in f.provider_ids)}")
+        for f in self.unknown:
+            out.append(f"  unknown    {f.key}: {where} ids {', '.join(str(i) for i in f.provider_ids)}, no hub record")
+        return out
+
 
 def classify(
     store: Store, client_file_id: str, dossier: str, scope: str, in_acd: dict[str, list[str]]
 ) -> Reconciliation:
     """Classify a client file's records against the ACK codes found in its ACD dossier (no network)."""
-    out = Reconciliation("acd", client_file_id, dossier)
+    out = Reconciliation(PROVIDER, client_file_id, dossier)
     lag = settings().acd_index_lag_seconds + INDEX_MARGIN_SECONDS
-    for rid in store.records.ids("acd", client_file_id):
+    for rid in store.records.ids(PROVIDER, client_file_id):
         rec = store.records.get(rid)
         if rec is None:
             continue
@@ -169,7 +197,7 @@ def _years(store: Store, client_file_id: str, ref: reference.Reference) -> fec.F
     that is only a guess (fiscal years unknown) may have no FEC; a known one must be read."""
     years: set[int] = set()
     guessed = False
-    for rid in store.records.ids("acd", client_file_id):
+    for rid in store.records.ids(PROVIDER, client_file_id):
         (raw,) = store.records.fields(rid, "event")
         rec_date = _date_of(raw)
         if rec_date is not None:
@@ -244,9 +272,9 @@ def reconcile_acd(
 ) -> Reconciliation:
     """Compare one client file's ACD records with the ACK-coded entries of its dossier's FEC, asking a busy
     server again a few times before reporting the dossier unreadable."""
-    conn = store.connections.get(client_file_id, "acd")
+    conn = store.connections.get(client_file_id, PROVIDER)
     if conn is None:
-        return Reconciliation("acd", client_file_id, "", error=f"client file {client_file_id} has no ACD connection")
+        return Reconciliation(PROVIDER, client_file_id, "", error=f"client file {client_file_id} has no ACD connection")
     dossier = str(conn.params.get("dossier", ""))
     scope = scope_of(conn.params)
     found: dict[str, list[str]] = {}
@@ -270,7 +298,7 @@ def reconcile_acd(
                 found.setdefault(ack, []).extend(numbers)
     except Exception as exc:  # noqa: BLE001 - any failure is reported, never hidden behind a green line
         failed = Reconciliation(
-            "acd", client_file_id, dossier, error=f"{type(exc).__name__}: {exc}{patience.gave_up()}"
+            PROVIDER, client_file_id, dossier, error=f"{type(exc).__name__}: {exc}{patience.gave_up()}"
         )
         failed.retries = patience.notes
         return failed

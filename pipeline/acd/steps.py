@@ -27,14 +27,14 @@ from pipeline.acd.mapping import ack_tag, map_entry, subsidiaries
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, OutcomeUnknown, PermanentError
 from pipeline.model import Event
+from pipeline.providers import ChainStep
 from pipeline.stepkit import deferred_while_busy, spooled
-from pipeline.steps import Done, Step
+from pipeline.steps import Done
 from pipeline.store import Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
 
-STEPS = ("fetch", "rename", "map", "post", "confirm")
 UNKNOWN_OUTCOME_MARGIN_SECONDS = 1.0
 
 
@@ -368,10 +368,16 @@ def _confirmed(store: Store, rec: Record, found: list[str]) -> Done:
     )
 
 
-STEP_FUNCTIONS: dict[str, Step] = {
-    "fetch": fetch,
-    "rename": rename,
-    "map": map_step,
-    "post": post,
-    "confirm": confirm,
-}
+def _confirm_countdown() -> float:
+    """The confirm step waits for ACD to write a new entry into its FEC (unless the post planned its look)."""
+    return settings().acd_index_lag_seconds + 0.2
+
+
+CHAIN = (
+    ChainStep("fetch", "hubsync.acd.fetch_document", fetch),
+    ChainStep("rename", "hubsync.acd.rename_document", rename),
+    ChainStep("map", "hubsync.acd.map_entry", map_step),
+    ChainStep("post", "hubsync.acd.post_entry", post, writes=True),
+    ChainStep("confirm", "hubsync.acd.confirm_ack", confirm, countdown=_confirm_countdown),
+)
+"""The chain, in order, with the Celery task each step runs as."""

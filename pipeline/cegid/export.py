@@ -30,11 +30,11 @@ from typing import Any
 
 from pipeline.cegid.connect import PROVIDER, check_dossier, context
 from pipeline.cegid.mapping import EXPORTED_KINDS
-from pipeline.cegid.steps import OUTCOME_UNKNOWN, SETTLED, skip
+from pipeline.cegid.steps import CHAIN, OUTCOME_UNKNOWN, SETTLED, skip
 from pipeline.config import settings
-from pipeline.deadletters import Enqueue
 from pipeline.errors import ErrorKind, HubsyncError
 from pipeline.model import Event
+from pipeline.providers import Enqueue
 from pipeline.store import LockBusy, Record, Store, now, record_id
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 EXPORT_HOUR_UTC = 20
 EXPORT_LOCK_TTL_SECONDS = 300.0
 EXPORT_LOCK_WAIT_SECONDS = 60.0
-FIRST_STEP = "fetch"
+FIRST_STEP = CHAIN[0].name
 CHECK_FAILED = "dossier_check_failed"
 WITHDRAW_LOCK_WAIT_SECONDS = 2.0
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.cegid.connect import PROVIDER
 from pipeline.store import Record, Store, now, record_id
-
-PROVIDER = "cegid_loop"
 
 
 @dataclass

@@ -26,7 +26,6 @@ The ledger is the only record of what Loop holds (Loop cannot be asked), so the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,13 @@ from pipeline.cegid.mapping import deposit_filename, transaction, unique_key
 from pipeline.config import settings
 from pipeline.errors import Deferred, HubsyncError, PermanentError
 from pipeline.model import Document, Event
+from pipeline.providers import ChainStep
 from pipeline.stepkit import deferred_while_busy, post_started, spool_path, spooled
 from pipeline.store import DeadLetter, Record, Store, now
 from schemas.event import load_event
 
 log = logging.getLogger(__name__)
 
-PROVIDER = "cegid_loop"
-STEPS = ("fetch", "check", "prepare", "deposit")
 SETTLED = ("exported", "skipped")
 OUTCOME_UNKNOWN = DepositOutcomeUnknown.__name__
 
@@ -352,9 +350,10 @@ def settle_discarded(store: Store, dl: DeadLetter, reason: str) -> None:
     )
 
 
-STEP_FUNCTIONS: dict[str, Callable[[Store, Record], None]] = {
-    "fetch": fetch,
-    "check": check,
-    "prepare": prepare,
-    "deposit": deposit,
-}
+CHAIN = (
+    ChainStep("fetch", "hubsync.cegid_loop.fetch", fetch),
+    ChainStep("check", "hubsync.cegid_loop.check", check),
+    ChainStep("prepare", "hubsync.cegid_loop.prepare", prepare),
+    ChainStep("deposit", "hubsync.cegid_loop.deposit", deposit, writes=True),
+)
+"""The chain, in order, with the Celery task each step runs as."""

@@ -20,7 +20,8 @@ from werkzeug.wrappers import Response
 
 from pipeline.dashboard import queries
 from pipeline.dashboard.auth import User, authenticate
-from pipeline.deadletters import Enqueue, ReplayError
+from pipeline.dlq import ReplayError
+from pipeline.providers import Enqueue
 from pipeline.queues import queue_depths
 from pipeline.redact import mask_text
 from pipeline.store import Store

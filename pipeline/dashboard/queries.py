@@ -8,33 +8,30 @@ not grow with the number of records or dead letters kept.
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pipeline import schedule
-from pipeline.breaker import Breaker
-from pipeline.deadletters import Enqueue, ReplayError, discard, replay
+from pipeline.console import when as when  # how a time reads, the same on the command line
+from pipeline.deadletters import INGEST
+from pipeline.dlq import ReplayError, discard, replay
+from pipeline.ingest import INGEST_TASK
+from pipeline.providers import Enqueue
 from pipeline.redact import mask, mask_text
+from pipeline.registry import PROVIDERS
 from pipeline.schedule import JobStatus
-from pipeline.store import DeadLetter, Record, Store
+from pipeline.store import DeadLetter, Store
+from pipeline.views import Health as Health  # the health page's rows, shared with the command line
+from pipeline.views import health as health
+from pipeline.views import key_text
+from pipeline.views import provider_id_text as provider_id_text
 
-CEGID = "cegid_loop"
 STATUSES = ("open", "closed")
 FACETS = ("provider", "client_file", "error_class", "step", "day")
 SUCCESS_STATES = ("confirmed", "exported", "skipped")
-FLOWER_TASKS = {
-    ("acd", "fetch"): "hubsync.acd.fetch_document",
-    ("acd", "rename"): "hubsync.acd.rename_document",
-    ("acd", "map"): "hubsync.acd.map_entry",
-    ("acd", "post"): "hubsync.acd.post_entry",
-    ("acd", "confirm"): "hubsync.acd.confirm_ack",
-}
-INGEST_TASK = "hubsync.ingest_event"
 AUDIT_SHOWN = 200
 PAGE_SIZE = 50
 SEARCH_BATCH = 500
@@ -44,13 +41,6 @@ SEARCH_SCAN_LIMIT = 5000
 def day_of(ts: float) -> str:
     """The UTC day of a timestamp, ``YYYY-MM-DD``."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-def when(ts: float | None) -> str:
-    """A timestamp as operators read it (UTC), or ``-``."""
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _valid_day(raw: str) -> str:
@@ -281,7 +271,13 @@ def flower_link(flower_url: str, dl: DeadLetter) -> str:
     """A link to the failed step's tasks in Flower (its failures, by task name), or ``""``."""
     if not flower_url:
         return ""
-    name = INGEST_TASK if dl.provider == "ingest" else FLOWER_TASKS.get((dl.provider, dl.step), "")
+    provider = PROVIDERS.find(dl.provider)
+    if dl.provider == INGEST:
+        name = INGEST_TASK
+    elif provider is not None and dl.step in provider.step_names:
+        name = provider.step(dl.step).task
+    else:
+        name = ""
     base = flower_url.rstrip("/")
     return f"{base}/tasks?name={name}&state=FAILURE" if name else f"{base}/tasks"
 
@@ -316,15 +312,6 @@ class Detail:
     hint: str
 
 
-def provider_id_text(rec: Record) -> str:
-    """The provider's id for a record: ACD's EcritureNum once its FEC shows the entry (ACD gives none back)."""
-    if rec.provider_id:
-        return f"EcritureNum {rec.provider_id}" if rec.provider == "acd" else rec.provider_id
-    if rec.provider == "acd" and rec.posted_at:
-        return "posted; not in the FEC yet"
-    return "-"
-
-
 def detail(store: Store, dl_id: str, flower_url: str = "") -> Detail | None:
     """One dead letter with its masked event, every attempt, its audit and its entry's state per provider."""
     dl = store.dead_letters.get(dl_id)
@@ -347,7 +334,7 @@ def detail(store: Store, dl_id: str, flower_url: str = "") -> Detail | None:
                     client_file=rec.client_file_id,
                     state=rec.state,
                     step=rec.step,
-                    ack=f"(#{rec.ack}#)" if rec.ack else "-",
+                    ack=key_text(rec) or "-",
                     provider_id=provider_id_text(rec),
                     attempts=rec.attempts_count,
                     dead_letter_id=rec.dead_letter_id or "",
@@ -424,70 +411,7 @@ def audit_page(store: Store, offset: int = 0, size: int = AUDIT_SHOWN) -> tuple[
     return [{**mask(item), "when": when(item.get("at"))} for item in items], total
 
 
-# -- health --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Health:
-    """How one client file fares with one provider."""
-
-    provider: str
-    client_file: str
-    connection: str
-    connection_message: str
-    dossier: str
-    states: dict[str, int]
-    last_success: str
-    waiting_retries: int
-    dead_open: int
-    failures_in_a_row: int
-    breaker: str
-    breaker_until: str
-    pending_exports: int | None = None
-    next_export: str = ""
-
-
-def health(store: Store) -> list[Health]:
-    """Per client file and provider: last success, failures in a row, waiting retries, breaker state (from
-    counters kept as states change: no record is read)."""
-    all_states = store.records.all_states()
-    connections = {(c.provider, c.client_file_id): c for c in store.connections.all()}
-    pairs = set(all_states) | set(connections)
-    dead: Counter[tuple[str, str]] = Counter()
-    for provider, client_file, _step, _error_class, n, _at, _id in store.dead_letters.groups("open"):
-        dead[(provider, "" if client_file == "-" else client_file)] += n
-    successes = store.records.last_successes()
-    exports = cegid_exports(store, sorted(cf for provider, cf in pairs if provider == CEGID))
-    out = []
-    for provider, client_file in sorted(pairs):
-        conn = connections.get((provider, client_file))
-        states = all_states.get((provider, client_file)) or store.records.states(provider, client_file)
-        breaker_state: dict[str, float | int | str] = {"state": "-", "failures": 0}
-        if conn is not None and provider == "acd":
-            from pipeline.acd.context import breaker_name
-
-            breaker_state = Breaker(store, breaker_name(conn.params), 0, 0, 0).state()
-        until = float(breaker_state.get("open_until") or 0)
-        pending, next_export = exports.get(client_file, (None, "")) if provider == CEGID else (None, "")
-        out.append(
-            Health(
-                provider=provider,
-                client_file=client_file,
-                connection=conn.status if conn else "not connected",
-                connection_message=mask_text(conn.status_message) if conn else "",
-                dossier=str(conn.params.get("dossier") or "-") if conn else "-",
-                states=states,
-                last_success=when(successes.get((provider, client_file))),
-                waiting_retries=states.get("waiting_retry", 0),
-                dead_open=dead.get((provider, client_file), 0),
-                failures_in_a_row=int(breaker_state.get("failures") or 0),
-                breaker=str(breaker_state.get("state")),
-                breaker_until=when(until) if breaker_state.get("state") == "open" else "",
-                pending_exports=pending,
-                next_export=next_export,
-            )
-        )
-    return out
+# -- health (its rows: pipeline.views.health) ------------------------------------------------------
 
 
 def scheduled_jobs(store: Store) -> list[JobStatus]:
@@ -499,17 +423,3 @@ def scheduled_jobs(store: Store) -> list[JobStatus]:
 def beat_lock(store: Store) -> float | None:
     """Seconds left on the scheduler's lock, or None when no beat holds it."""
     return schedule.beat_lock(store, schedule.beat_config()[1])
-
-
-def cegid_exports(store: Store, client_files: Iterable[str]) -> dict[str, tuple[int, str]]:
-    """Pending Cegid Loop exports and the next export time per client file (empty without that provider)."""
-    files = list(client_files)
-    if not files:
-        return {}
-    try:
-        export = importlib.import_module("pipeline.cegid.export")
-        next_export_at: Callable[[], datetime] = export.next_export_at
-    except (ImportError, AttributeError, SyntaxError):  # Cegid Loop not (yet) part of this deployment
-        return {}
-    at = next_export_at().strftime("%Y-%m-%d %H:%MZ")
-    return {cf: (n, at) for cf, n in zip(files, store.loop.pending_counts(files), strict=True)}

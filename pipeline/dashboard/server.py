@@ -8,8 +8,12 @@ from typing import Any
 
 from flask import Flask
 
+from pipeline import runtime
 from pipeline.dashboard.app import Wiring, create_app
 from pipeline.dashboard.auth import parse_users
+from pipeline.ingest import ingest
+from pipeline.providers import Enqueue
+from pipeline.secrets import Secret, fingerprint
 
 SERVER_THREADS = 8
 
@@ -19,16 +23,12 @@ def session_key() -> str:
     explicit = os.environ.get("HUBSYNC_DASHBOARD_SECRET_KEY", "")
     if explicit:
         return explicit
-    from pipeline.secrets import Secret, fingerprint
-
     return fingerprint(Secret("hubsync dashboard session cookies"))
 
 
-def app_from_env() -> Flask:
-    """The dashboard wired to this process's store and Celery app; raises ``UsersError`` without users."""
-    from pipeline import runtime
-    from pipeline.ingest import ingest
-    from tasks.chains import enqueue
+def app_from_env(enqueue: Enqueue) -> Flask:
+    """The dashboard wired to this process's store and to the broker through ``enqueue``; raises ``UsersError``
+    without users."""
 
     def ingest_summary(store: Any, raw: Any) -> str:
         return ingest(store, raw, enqueue).summary()

@@ -268,9 +268,9 @@ def connect_outcomes(store: Store, url: str, client_file_id: str) -> list[str]:
 
 def run_loop_demo(store: Store, docs: Any, run: str, timeout: float, echo: Echo) -> dict[str, Any]:
     """The Cegid Loop part of the demo, on a running worker that consumes ``cegid_loop``."""
-    from pipeline.cli import publish_event
+    from pipeline.cegid.provider import EXPORT_TASK
     from tasks import app
-    from tasks.chains import EXPORT_TASK
+    from tasks.ingest import publish_event
 
     loop = LoopServer()
     loop.up()

@@ -10,7 +10,7 @@ import contextlib
 
 import click
 
-from pipeline.cli import emit_json, fail
+from pipeline.console import emit_json, fail
 
 
 @click.command()

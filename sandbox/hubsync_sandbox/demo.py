@@ -143,7 +143,7 @@ def run_demo(entries: int = 24, timeout: float = 180.0, echo: Echo = print) -> d
 
         threading.Timer(4.0, martin_back).start()
         threading.Timer(3.0, server.acd.restart, args=("dupont",)).start()
-        from pipeline.cli import publish_event
+        from tasks.ingest import publish_event
 
         for event in events:
             publish_event(event)

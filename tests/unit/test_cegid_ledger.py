@@ -27,10 +27,10 @@ from pipeline import runtime
 from pipeline.cegid import connect as loop_connect
 from pipeline.cegid import errors
 from pipeline.cegid.export import CHECK_FAILED, pending, run_export
+from pipeline.cegid.provider import CEGID_LOOP
 from pipeline.cegid.reconcile import NotAPossibleDuplicate, mark_duplicate_checked, reconcile_cegid_loop
-from pipeline.cegid.steps import STEP_FUNCTIONS, STEPS
 from pipeline.config import settings
-from pipeline.deadletters import discard, replay
+from pipeline.dlq import discard, replay
 from pipeline.ingest import ingest
 from pipeline.secrets import Secret
 from pipeline.steps import Outcome, run_step
@@ -38,6 +38,8 @@ from pipeline.store import Store
 from tests.conftest import Hub
 
 PROVIDER = "cegid_loop"
+STEPS = CEGID_LOOP.step_names
+STEP_FUNCTIONS = CEGID_LOOP.step_functions
 
 
 @dataclass

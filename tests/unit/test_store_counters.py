@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from hubsync_sandbox.samples import sample_entry, sample_event
-from pipeline.deadletters import dead_letter_record, discard, replay
+from pipeline.deadletters import dead_letter_record
 from pipeline.deliveries import poisoned
+from pipeline.dlq import discard, replay
 from pipeline.errors import PermanentError
 from pipeline.ingest import ingest
 from pipeline.store import Connection, Store, record_id
