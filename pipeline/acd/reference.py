@@ -85,10 +85,6 @@ class Reference:
         """The FEC year holding ``entry`` (the year its fiscal year ends)."""
         return fec_year(entry.date, self.fiscal_years or [])
 
-    def age_seconds(self) -> float:
-        """How long ago this data was fetched from ACD."""
-        return max(0.0, now() - self.refreshed_at)
-
 
 def _codes(items: list[dict[str, Any]]) -> set[str]:
     return {str(code) for item in items if (code := ci_get(item, "Code"))}

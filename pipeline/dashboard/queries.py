@@ -31,7 +31,6 @@ from pipeline.views import provider_id_text as provider_id_text
 
 STATUSES = ("open", "closed")
 FACETS = ("provider", "client_file", "error_class", "step", "day")
-SUCCESS_STATES = ("confirmed", "exported", "skipped")
 AUDIT_SHOWN = 200
 PAGE_SIZE = 50
 SEARCH_BATCH = 500

@@ -141,7 +141,6 @@ DEFAULT_FEC_SECONDS_PER_LINE = 0.0001
 FIRST_DOCUMENT_ID = 8801
 CALLS_KEPT = 10_000
 ACCOUNT_KINDS = ("generaux", "clients", "fournisseurs")
-JOURNAL_NATURES = ("Achat", "Vente", "Tresorerie", "OperationDiverse", "ANouveau", "SituationInventaire")
 COLLECTIVE_ACCOUNTS = {"clients": "411000", "fournisseurs": "401000"}
 FEC_COLUMNS = (
     "JournalCode", "JournalLib", "EcritureNum", "EcritureDate", "CompteNum", "CompteLib", "CompAuxNum",
