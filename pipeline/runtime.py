@@ -8,11 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from typing import Protocol
 
 import httpx
 
 from pipeline.config import settings
 from pipeline.store import Store
+
+log = logging.getLogger(__name__)
 
 # httpx logs every request at INFO with its whole URL, and a supporting document's URL often carries a signed
 # query (``?token=…``) that lets anybody fetch a customer's invoice: at a worker's INFO level it would reach the
@@ -23,6 +26,17 @@ for _name in ("httpx", "httpcore"):
 _lock = threading.Lock()
 _store: Store | None = None
 _http: dict[str, httpx.Client] = {}
+
+
+class Waker(Protocol):
+    """Start a record's chain at a step, after ``countdown`` seconds (the Celery glue's ``enqueue``)."""
+
+    def __call__(
+        self, provider: str, record_id: str, generation: int, step: str, *, countdown: float | None = None
+    ) -> None: ...
+
+
+_waker: Waker | None = None
 
 
 def store() -> Store:
@@ -48,6 +62,23 @@ def http(name: str) -> httpx.Client:
             )
             _http[name] = client
         return client
+
+
+def set_waker(enqueue: Waker | None) -> None:
+    """How this process starts a step of another record's chain (set by the Celery glue when it loads; unset
+    elsewhere)."""
+    global _waker
+    _waker = enqueue
+
+
+def wake(provider: str, record_id: str, generation: int, step: str, countdown: float | None = None) -> bool:
+    """Publish a step of a record's chain from inside another record's step (a dossier's FEC read waking the
+    entries it could not settle); False where no waker is set (outside a worker: the resume sweep catches up)."""
+    if _waker is None:
+        log.debug("no waker in this process: %s %s left to the resume sweep", step, record_id)
+        return False
+    _waker(provider, record_id, generation, step, countdown=countdown)
+    return True
 
 
 def reset() -> None:

@@ -36,6 +36,8 @@ class Done:
     fields: dict[str, Any] = field(default_factory=dict)
     attempt: dict[str, Any] | None = None
     next_in: float | None = None
+    publish_next: bool = True
+    """False: the next step needs no message of its own (another record's run will do its work)."""
 
 
 Step = Callable[[Store, Record], Done | None]
@@ -56,6 +58,7 @@ class Outcome:
     action: str
     countdown: float | None = None
     state: str = ""
+    publish_next: bool = True
 
 
 def run_step(
@@ -96,7 +99,7 @@ def run_step(
         if state is None:
             log.info("step %s: record %s moved to another generation while it ran; its end is not written", name, rid)
             return Outcome("stale")
-        return Outcome("next", countdown=done.next_in, state=state)
+        return Outcome("next", countdown=done.next_in, state=state, publish_next=done.publish_next)
 
     if on_error is not None:
         on_error(rec, error)

@@ -123,4 +123,13 @@ def run_chain_step(
         raise DeadLettered(f"{record_id} dead-lettered at {step} as {rec.dead_letter_id if rec else '?'}")
     if outcome.action == "stale":
         raise Ignore()
-    continue_chain(record_id, generation, step, outcome.state or None, outcome.countdown)
+    if outcome.publish_next:
+        continue_chain(record_id, generation, step, outcome.state or None, outcome.countdown)
+
+
+def _wake(provider: str, record_id: str, generation: int, step: str, *, countdown: float | None = None) -> None:
+    enqueue(provider, record_id, generation, step, countdown=countdown)
+
+
+# A step may wake another record's chain (a dossier's FEC read waking the entries it could not settle).
+runtime.set_waker(_wake)

@@ -40,6 +40,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pipeline import runtime
 from pipeline.acd.answers import as_bool, ci_get
 from pipeline.acd.errors import FecUnavailable, MalformedResponse
 from pipeline.acd.tokens import count
@@ -48,6 +49,7 @@ from pipeline.errors import Deferred
 from pipeline.stepkit import deferred_while_busy
 from pipeline.store import LockBusy, Record, Store, now
 
+PROVIDER = "acd"
 ACK_AT_END = re.compile(r"\(#([A-Z0-9]{4})#\)\s*$")
 REQUIRED_COLUMNS = ("ecriturenum", "ecriturelib")
 LOCK_MARGIN_SECONDS = 30.0
@@ -260,9 +262,21 @@ def _outcome(checked: str | None, found: str | None, error: str | None) -> Outco
     return Outcome(float(checked), json.loads(found) if found else [], error or "")
 
 
-def register(store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float) -> None:
-    """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins)."""
-    store.fec.register(scope, rid, conclusive_from, {"years": list(where.years), "guessed": where.guessed, "ack": ack})
+def register(
+    store: Store,
+    scope: str,
+    rid: str,
+    ack: str,
+    where: FecYears,
+    conclusive_from: float,
+    generation: int | None = None,
+) -> None:
+    """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins). ``generation``:
+    the entry is posted, and a read that finds it confirms it (its chain of that generation)."""
+    wanted: dict[str, Any] = {"years": list(where.years), "guessed": where.guessed, "ack": ack}
+    if generation is not None:
+        wanted["gen"] = generation
+    store.fec.register(scope, rid, conclusive_from, wanted)
 
 
 def waiting(store: Store, scope: str) -> int:
@@ -282,10 +296,15 @@ Fetch = Callable[[int], str]
 """Reads the FEC of one year (the fiscal year ending in it) from ACD."""
 
 
-def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()) -> float:
+def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = (), own: str | None = None) -> float:
     """Read the FEC once for every record waiting in a dossier and write each one's outcome; returns the
     fetch's start time. Run only under the dossier's FEC lock (and ``hold``, the names of other locks held for
-    the read, such as the server's slot)."""
+    the read, such as the server's slot), by the confirm step of ``own``.
+
+    A posted entry that rode this read (no confirm message of its own) is confirmed here when found; one the read
+    cannot confirm (absent, or a year without FEC) gets its confirm step published, which judges it; and when
+    entries are left waiting for a later read and ``own`` is not one of them, the earliest is woken to make it.
+    """
     started = now()
     store.fec.read_started(scope, started)
     members: list[tuple[str, float]] = []
@@ -328,21 +347,71 @@ def fetch_round(store: Store, scope: str, fetch: Fetch, hold: Iterable[str] = ()
             continue
         hits = found.get(str(item["ack"]))
         wanted = {int(y) for y in item["years"]}
+        rider = rid != own and "gen" in item
         # a guessed year without a FEC simply holds no fiscal year: it cannot hold the entry either
         answered = read | (set(failed) if item.get("guessed") else set())
         if hits:
-            _write_outcome(store, rid, started, sorted(hits))
+            if not (rider and _confirm_rider(store, rid, int(item["gen"]), started, sorted(hits))):
+                _write_outcome(store, rid, started, sorted(hits))
             settled.append(rid)
         elif wanted <= answered and wanted & read:
             written = _write_outcome(store, rid, started, [])
             if score <= started or not written:
                 settled.append(rid)
+                if rider and written:
+                    runtime.wake(PROVIDER, rid, int(item["gen"]), "confirm")
         elif wanted & set(failed) and score <= started:
             reasons = "; ".join(failed[y] for y in sorted(wanted & set(failed)))
             _write_outcome(store, rid, started, [], reasons)
             settled.append(rid)
+            if rider:
+                runtime.wake(PROVIDER, rid, int(item["gen"]), "confirm")
     store.fec.unregister(scope, *settled)
+    _hand_over(store, scope, started, [(rid, score) for rid, score in members if rid not in settled], info, own)
     return started
+
+
+def _confirm_rider(store: Store, rid: str, generation: int, read_at: float, numbers: list[str]) -> bool:
+    """Confirm a posted entry the read found, for its chain (no confirm step of its own runs); False when it is
+    no longer a posted entry of that generation (re-validated, replayed, dead-lettered), left to its own steps."""
+    state, current = store.records.fields(rid, "state", "generation")
+    if state not in ("posted", "waiting_retry") or int(current or 0) != generation:
+        return False
+    if len(numbers) > 1:
+        store.records.note(rid, note=f"ACD holds {len(numbers)} copies: EcritureNum {', '.join(numbers)}")
+    done = store.records.finish_step(
+        rid,
+        "confirm",
+        generation,
+        attempt={"step": "confirm", "outcome": "confirmed", "provider_id": numbers[0], "by": "the dossier's read"},
+        provider_id=numbers[0],
+        confirmed_at=now(),
+        fec_checked_at=read_at,
+        fec_found=numbers,
+        fec_error="",
+    )
+    return done is not None
+
+
+def _hand_over(
+    store: Store,
+    scope: str,
+    read_at: float,
+    left: list[tuple[str, float]],
+    info: dict[str, dict[str, Any]],
+    own: str | None,
+) -> None:
+    """After a read: entries still waiting need a later one. When the entry that read is one of them, its own
+    retry makes it; otherwise the earliest of the riders is woken for when the next read is allowed."""
+    if own is not None and any(rid == own for rid, _ in left):
+        return
+    riders = sorted((score, rid) for rid, score in left if "gen" in info.get(rid, {}))
+    if not riders:
+        return
+    score, rid = riders[0]
+    due = max(score, read_at + _interval(store.fec.last_read(scope)))
+    store.fec.plan_read(scope, due, due - now() + 10.0)
+    runtime.wake(PROVIDER, rid, int(info[rid]["gen"]), "confirm", countdown=max(0.0, due - now()) + 0.1)
 
 
 def _interval(meta: dict[str, str]) -> float:
@@ -371,13 +440,13 @@ def _why_wait(current: float, conclusive_from: float, last: float, due: float) -
     return f"the dossier's FEC was read {current - last:.1f}s ago; the next read comes in {due - current:.1f}s"
 
 
-def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float) -> float:
+def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float, planned: float | None = None) -> float:
     """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
     due and reads; the others wake once that read should be over, so they find their outcome at the first look
     instead of meeting the lock. A planned read that starts before this entry's due cannot settle it (it could
     not hold the entry yet): this entry plans the read after that one, and the entries after it wait for that."""
     expected = float(meta.get("duration") or 0.5)
-    planned = store.fec.planned_read(scope)
+    planned = store.fec.planned_read(scope) if planned is None else planned
     current = now()
     if planned is not None and planned >= max(current, due):
         return planned + expected + random.uniform(0.3, 0.6)
@@ -415,16 +484,17 @@ def lookup(
     conclusive_from: float,
     fetch: Fetch,
     server: str = "",
+    generation: int | None = None,
 ) -> list[str]:
     """The EcritureNum(s) of the entry carrying ``ack`` in the dossier's FEC of ``where``; ``[]`` when FECs
     requested at or after ``conclusive_from`` do not hold it. Raises ``Deferred`` until such a FEC was read
     (sharing the dossier's fetch with every other waiting entry, and the ``server``'s FEC slots with its other
-    dossiers), ``FecUnavailable`` when ACD gives no FEC."""
+    dossiers), ``FecUnavailable`` when ACD gives no FEC. ``generation``: the entry is posted (see ``register``)."""
     s = settings()
     settled = _settled(store, rid, conclusive_from)
     if settled is not None:
         return settled
-    register(store, scope, rid, ack, where, conclusive_from)
+    register(store, scope, rid, ack, where, conclusive_from, generation)
     current = now()
     meta = store.fec.last_read(scope)
     last = float(meta.get("started_at") or 0.0)
@@ -439,7 +509,7 @@ def lookup(
             meta = store.fec.last_read(scope)
             if now() >= float(meta.get("started_at") or 0.0) + _interval(meta):
                 with _server_slot(store, server, ttl, float(meta.get("duration") or 1.0)) as hold:
-                    fetch_round(store, scope, fetch, hold)
+                    fetch_round(store, scope, fetch, hold, own=rid)
     except LockBusy as exc:
         running_for = now() - float(meta.get("started_at") or now())
         expected = float(meta.get("duration") or 1.0)
@@ -452,11 +522,15 @@ def lookup(
     raise Deferred("waiting for the next read of the dossier's FEC", retry_after=_interval(meta))
 
 
-def plan(store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float) -> float:
-    """Register a record that will need the dossier's FEC (just posted) and say in how many seconds it should
-    first look: when the read that can settle it is due if it will be the one reading, else once that read
-    should be over, so that its first look usually finds its outcome written."""
-    register(store, scope, rid, ack, where, conclusive_from)
+def plan(
+    store: Store, scope: str, rid: str, ack: str, where: FecYears, conclusive_from: float, generation: int
+) -> tuple[float, bool]:
+    """Register a just-posted entry on its dossier's FEC board; returns in how many seconds it should look and
+    whether it must: True when it plans the read that can settle it (its confirm step makes that read), False
+    when a read planned at or after its due time will (that read confirms it; its confirm step need not run)."""
+    register(store, scope, rid, ack, where, conclusive_from, generation)
     meta = store.fec.last_read(scope)
     due = max(conclusive_from, float(meta.get("started_at") or 0.0) + _interval(meta))
-    return max(0.0, _wake_at(store, scope, meta, due) - now())
+    planned = store.fec.planned_read(scope)
+    wake = _wake_at(store, scope, meta, due, planned)
+    return max(0.0, wake - now()), not (planned is not None and planned >= max(now(), due))

@@ -205,13 +205,22 @@ def _fec_years(store: Store, ctx: AcdContext, payload: dict[str, Any]) -> fec.Fe
     return fec.fec_years(_entry_date(payload), ref.fiscal_years)
 
 
-def _lookup(store: Store, ctx: AcdContext, rec: Record, conclusive_from: float) -> list[str]:
-    """The entry's EcritureNum(s) in the FEC (shared read); ``[]`` when a conclusive read misses it."""
+def _lookup(store: Store, ctx: AcdContext, rec: Record, conclusive_from: float, posted: bool = False) -> list[str]:
+    """The entry's EcritureNum(s) in the FEC (shared read); ``[]`` when a conclusive read misses it. ``posted``:
+    the entry is posted, and another entry's read may confirm it."""
     assert rec.payload is not None and rec.ack is not None
     where = _fec_years(store, ctx, rec.payload)
     try:
         return fec.lookup(
-            store, ctx.scope, rec.id, rec.ack, where, conclusive_from, ctx.fetch_fec, server=ctx.api_base.casefold()
+            store,
+            ctx.scope,
+            rec.id,
+            rec.ack,
+            where,
+            conclusive_from,
+            ctx.fetch_fec,
+            server=ctx.api_base.casefold(),
+            generation=rec.generation if posted else None,
         )
     except FecUnavailable:
         # the dossier's fiscal years may have changed since they were read: read them again for the next look
@@ -303,20 +312,24 @@ def post(store: Store, rec: Record) -> Done | None:
     # Written with the step's end: a second run meeting the marker without posted_at looks the entry up (or
     # waits) before anything is sent again.
     posted_at = now()
+    first_look, must_look = _confirm_plan(store, ctx, rec, posted_at)
     return Done(
         fields={"posted_at": posted_at, "post_started_at": None},
         attempt={"step": "post", "outcome": "posted"},
-        next_in=_confirm_in(store, ctx, rec, posted_at),
+        next_in=first_look,
+        publish_next=must_look,
     )
 
 
-def _confirm_in(store: Store, ctx: AcdContext, rec: Record, posted_at: float) -> float:
-    """When the confirm step should first look for a just-posted entry: planned on the dossier's FEC board, so
-    that its first look usually finds the read that settles it done."""
+def _confirm_plan(store: Store, ctx: AcdContext, rec: Record, posted_at: float) -> tuple[float, bool]:
+    """The just-posted entry on its dossier's FEC board: when its confirm step should first look, and whether it
+    must run at all. The entry that plans a read runs its confirm step to make it; an entry that rides a read
+    already planned is confirmed by that read (no message of its own; if that read never comes, the resume
+    sweep publishes its confirm step)."""
     assert rec.payload is not None and rec.ack is not None
     where = _fec_years(store, ctx, rec.payload)
     conclusive_from = posted_at + settings().acd_index_lag_seconds
-    return fec.plan(store, ctx.scope, rec.id, rec.ack, where, conclusive_from)
+    return fec.plan(store, ctx.scope, rec.id, rec.ack, where, conclusive_from, rec.generation)
 
 
 def _give_up_after_window(rec: Record, posted_at: float, read_at: float) -> None:
@@ -348,7 +361,7 @@ def confirm(store: Store, rec: Record) -> Done | None:
         # a conclusive read already missed it: only a newer one can tell more
         _give_up_after_window(rec, posted_at, known.checked_at)
         conclusive_from = known.checked_at + 0.001
-    found = _lookup(store, ctx, rec, conclusive_from)
+    found = _lookup(store, ctx, rec, conclusive_from, posted=True)
     if not found:
         known = fec.outcome(store, rec.id)
         _give_up_after_window(rec, posted_at, known.checked_at if known else now())

@@ -377,20 +377,57 @@ def test_a_just_posted_entry_plans_its_first_look_for_when_the_read_that_settles
     acd.post("P001")
     _settle(store, first, "P001", time.time() - 1.0, acd)
     read_at = float(store.fec.last_read("scope1")["started_at"])
-    # when two entries are posted now: the first plans the next read, the second piggybacks on it
-    reader = fec.plan(store, "scope1", _record(store, "P002"), "P002", Y2026, time.time())
-    rider = fec.plan(store, "scope1", _record(store, "P003"), "P003", Y2026, time.time())
-    # then the reader looks when the next read is due, the other once that read should be over
+    # when two entries are posted now: the first plans the next read, the second rides it
+    reader, must = fec.plan(store, "scope1", _record(store, "P002"), "P002", Y2026, time.time(), 0)
+    rider, rides = fec.plan(store, "scope1", _record(store, "P003"), "P003", Y2026, time.time(), 0)
+    # then the reader looks when the next read is due and must run; the other need not (the read confirms it)
     assert read_at + 0.5 - time.time() - 0.1 <= reader <= read_at + 0.5 - time.time() + 0.3
-    assert rider > reader
+    assert must and not rides and rider > reader
     # and an entry whose index lag ends after that planned read plans the read after it, not a look too early,
     # even when the planned read starts only a moment before it could hold the entry
     planned = store.fec.planned_read("scope1")
     assert planned is not None
-    barely = fec.plan(store, "scope1", _record(store, "P004"), "P004", Y2026, planned + 0.02)
-    assert barely >= planned + 0.5 - time.time()
-    late = fec.plan(store, "scope1", _record(store, "P005"), "P005", Y2026, time.time() + 2.0)
-    assert late >= 2.0
+    barely, must = fec.plan(store, "scope1", _record(store, "P004"), "P004", Y2026, planned + 0.02, 0)
+    assert must and barely >= planned + 0.5 - time.time()
+    late, must = fec.plan(store, "scope1", _record(store, "P005"), "P005", Y2026, time.time() + 2.0, 0)
+    assert must and late >= 2.0
+
+
+def test_one_read_confirms_the_entries_that_rode_it_and_wakes_those_it_cannot(store, monkeypatch):
+    # given a reader and three riders posted before it reads: two in the FEC, one absent, and one posted after
+    from pipeline import runtime
+
+    woken: list[tuple[str, int, str, float | None]] = []
+    monkeypatch.setattr(
+        runtime, "_waker", lambda p, rid, gen, step, countdown=None: woken.append((rid, gen, step, countdown))
+    )
+    acd = Acd()
+    reader, found, absent = _posted(store, "R001"), _posted(store, "R002"), _posted(store, "R003")
+    for ack in ("R001", "R002"):
+        acd.post(ack)
+    since = time.time() - 1.0
+    for rid, ack in ((found, "R002"), (absent, "R003")):
+        fec.register(store, "scope1", rid, ack, Y2026, since, generation=0)
+    later = _posted(store, "R004")
+    fec.register(store, "scope1", later, "R004", Y2026, time.time() + 60, generation=0)
+    # when the reader's confirm step reads
+    assert _settle(store, reader, "R001", since, acd) == ["1"]
+    # then the rider found is confirmed by that read, in its own chain's name
+    rec = store.records.get(found)
+    assert (rec.state, rec.step, rec.provider_id) == ("confirmed", "confirm", "2")
+    assert store.records.attempts(found)[-1]["by"] == "the dossier's read"
+    # the absent one is woken to judge itself, and the one posted since is woken for the next read, planned
+    assert [(rid, step) for rid, _gen, step, _c in woken] == [(absent, "confirm"), (later, "confirm")]
+    assert woken[1][3] >= 55 and store.fec.planned_read("scope1") is not None
+    # and the reader's own record is left to its own step
+    assert store.records.get(reader).state == "posted"
+    assert len(acd.fetches) == 1
+
+
+def _posted(store: Store, ack: str) -> str:
+    rid = _record(store, ack)
+    store.records.update(rid, state="posted", posted_at=time.time() - 5, step="post")
+    return rid
 
 
 def test_an_outcome_is_read_from_the_loaded_record_without_another_read(store):
