@@ -37,6 +37,7 @@ class Waker(Protocol):
 
 
 _waker: Waker | None = None
+_trust_connections = 0.0
 
 
 def store() -> Store:
@@ -45,7 +46,18 @@ def store() -> Store:
     with _lock:
         if _store is None:
             _store = Store.from_url()
+            _store.connections.trust_seconds = _trust_connections
         return _store
+
+
+def keep_connections(seconds: float) -> None:
+    """Let this process's store keep a ready connection it read for ``seconds`` (workers: every step reads
+    its client file's connection; a one-shot command reads what is there now)."""
+    global _trust_connections
+    with _lock:
+        _trust_connections = seconds
+        if _store is not None:
+            _store.connections.trust_seconds = seconds
 
 
 def http(name: str) -> httpx.Client:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from pipeline import runtime
+from pipeline.store.connections import TRUST_SECONDS
 from tasks import kombu_fixes
 
 kombu_fixes.apply()
@@ -27,6 +28,12 @@ app = Celery(
     task_cls="tasks.delivery:HubsyncTask",
 )
 app.config_from_object("celeryconfig")
+
+
+@worker_init.connect
+def _keep_connections(**_: Any) -> None:
+    """A worker's steps share the connections they read for a second (every step reads its client file's)."""
+    runtime.keep_connections(TRUST_SECONDS)
 
 
 @worker_process_init.connect

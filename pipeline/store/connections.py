@@ -1,7 +1,8 @@
 """Client files' connections to providers (what to reach and as whom; secrets stay sealed).
 
-Every step of every entry reads its client file's connection. A process keeps a ready connection it read for
-``TRUST_SECONDS`` and reads it again after: a reconnection made elsewhere reaches its steps a second later at
+Every step of every entry reads its client file's connection. A worker keeps a ready connection it read for
+``TRUST_SECONDS`` (``trust_seconds``; 0, the default, everywhere else: the command line and tests read what
+is there now) and reads it again after: a reconnection made elsewhere reaches its steps a second later at
 most, and a connection that is not ready (a refused password) is never kept, so it is seen at once.
 """
 
@@ -21,8 +22,9 @@ TRUST_SECONDS = 1.0
 class ConnectionStore:
     """One connection per client file and provider."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, trust_seconds: float = 0.0) -> None:
         self.r = client
+        self.trust_seconds = trust_seconds
         self._kept: dict[tuple[str, str], tuple[Connection, float]] = {}
         self._lock = threading.Lock()
 
@@ -52,12 +54,14 @@ class ConnectionStore:
         self.r.sadd(keys.CONNECTIONS, f"{conn.client_file_id}:{conn.provider}")
 
     def get(self, client_file_id: str, provider: str, fresh: bool = False) -> Connection | None:
-        """One connection, or None (a ready one this process read less than ``TRUST_SECONDS`` ago unless
+        """One connection, or None (a ready one this process read less than ``trust_seconds`` ago unless
         ``fresh``)."""
+        if self.trust_seconds <= 0:
+            return self._read(client_file_id, provider)
         if not fresh:
             with self._lock:
                 kept = self._kept.get((client_file_id, provider))
-            if kept is not None and time.monotonic() - kept[1] < TRUST_SECONDS:
+            if kept is not None and time.monotonic() - kept[1] < self.trust_seconds:
                 return dataclasses.replace(kept[0], params=dict(kept[0].params))
         conn = self._read(client_file_id, provider)
         with self._lock:

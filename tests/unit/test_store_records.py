@@ -71,8 +71,12 @@ def test_a_note_is_one_write_and_refuses_the_fields_counters_depend_on(store: St
 
 def test_a_ready_connection_is_kept_a_second_and_a_refused_one_is_always_read_again(store: Store) -> None:
     from pipeline.store import Connection
+    from pipeline.store.connections import TRUST_SECONDS
 
-    # given a ready connection this process read, then changed by another process
+    # given a worker's store, which keeps what it read (any other store reads what is there now)
+    assert Store(store.r).connections.trust_seconds == 0
+    store.connections.trust_seconds = TRUST_SECONDS
+    # and a ready connection this process read, then changed by another process
     store.connections.save(Connection("acd", "cf_conn", {"dossier": "D1"}))
     assert store.connections.get("cf_conn", "acd").params == {"dossier": "D1"}
     other = Store(store.r)
