@@ -275,6 +275,64 @@ def flatten_errors(messages: Any, prefix: str = "") -> list[str]:
 
 
 _SCHEMA = EventSchema()
+_DATETIME = fields.AwareDateTime()
+_DATE = fields.Date()
+
+
+def load_stored_event(data: dict[str, Any]) -> Event:
+    """Build the domain objects of an event that ``load_event`` accepted when it came in and hubsync stored
+    (each step of a chain reads its record's event): the same objects, without validating it again.
+
+    Validating costs about 0.2 ms per event, paid by every step of every entry; a record's event is only ever
+    written by ingest after ``load_event`` accepted it. Keep this beside the schemas above: a test loads a
+    corpus of valid events both ways and compares the results.
+    """
+    entry = data["entry"]
+    return Event(
+        event_id=data["event_id"],
+        event_type=data["event_type"],
+        occurred_at=_DATETIME.deserialize(data["occurred_at"]),
+        client_file_id=data["client_file_id"],
+        entry=Entry(
+            id=entry["id"],
+            kind=entry["kind"],
+            journal_code=entry["journal_code"],
+            date=_DATE.deserialize(entry["date"]),
+            label=entry["label"],
+            currency=entry.get("currency", "EUR"),
+            lines=tuple(_stored_line(line) for line in entry["lines"]),
+            invoice_number=entry.get("invoice_number") or None,
+        ),
+        documents=tuple(
+            Document(
+                id=doc["id"],
+                url=doc["url"],
+                filename=doc["filename"],
+                kind=doc["kind"],
+                content_type=doc.get("content_type"),
+                size=doc.get("size"),
+                sha256=doc.get("sha256"),
+                paid=doc.get("paid"),
+            )
+            for doc in data.get("documents") or ()
+        ),
+    )
+
+
+def _stored_line(line: dict[str, Any]) -> Line:
+    party = line.get("counterparty")
+    return Line(
+        account=line["account"],
+        debit=Decimal(line["debit"]),
+        credit=Decimal(line["credit"]),
+        counterparty=None
+        if party is None
+        else Counterparty(kind=party["kind"], code=party["code"], name=party.get("name", "")),
+        label=line.get("label") or None,
+        analytics=tuple(
+            Analytic(section=share["section"], amount=Decimal(share["amount"])) for share in line.get("analytics") or ()
+        ),
+    )
 
 
 def load_event(data: Any) -> Event:

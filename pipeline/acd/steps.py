@@ -31,7 +31,7 @@ from pipeline.providers import ChainStep
 from pipeline.stepkit import deferred_while_busy, spooled
 from pipeline.steps import Done
 from pipeline.store import Record, Store, now
-from schemas.event import load_event
+from schemas.event import load_stored_event
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def on_error(rec: Record, error: HubsyncError) -> None:
 
 
 def _event(rec: Record) -> Event:
-    return load_event(rec.event)
+    return load_stored_event(rec.event)
 
 
 def fetch(store: Store, rec: Record) -> Done | None:

@@ -40,7 +40,7 @@ from pipeline.model import Document, Event
 from pipeline.providers import ChainStep
 from pipeline.stepkit import deferred_while_busy, post_started, spool_path, spooled
 from pipeline.store import DeadLetter, Record, Store, now
-from schemas.event import load_event
+from schemas.event import load_stored_event
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class DocumentNotInEvent(PermanentError):
 
 
 def _event_and_doc(rec: Record) -> tuple[Event, Document]:
-    event = load_event(rec.event)
+    event = load_stored_event(rec.event)
     doc = next((d for d in event.documents if d.id == rec.entry_id), None)
     if doc is None:
         raise DocumentNotInEvent(f"document {rec.entry_id} is not in event {rec.event_id}")

@@ -12,8 +12,8 @@ from marshmallow import ValidationError
 from hubsync_sandbox.samples import document_ref, sample_entry, sample_event, tiny_pdf
 from pipeline.acd.mapping import cut_label
 from pipeline.ingest import parse
-from pipeline.model import Counterparty, Document, Entry, Event, Line
-from schemas.event import MAX_EVENT_BYTES, flatten_errors, load_event
+from pipeline.model import ENTRY_KINDS, Counterparty, Document, Entry, Event, Line
+from schemas.event import MAX_EVENT_BYTES, flatten_errors, load_event, load_stored_event
 
 PDF = tiny_pdf("facture EDF")
 
@@ -491,3 +491,39 @@ def test_bad_analytics_are_refused_naming_the_field(analytics, error):
     data = valid_event()
     data["entry"]["lines"][0]["analytics"] = analytics
     assert any(e.startswith(error) for e in refusal(data)), refusal(data)
+
+
+# -- a stored event is rebuilt without validating it again -------------------------------------------
+
+
+def _variants() -> list[dict]:
+    """Valid events covering every optional field present, absent and null, and every sample kind."""
+    out = [sample_event("cf_dupont", sample_entry(kind, n)) for kind in ENTRY_KINDS for n in (1, 2, 3)]
+    full = valid_event()
+    full["entry"].update(currency="USD", invoice_number="F-2026-77", label="tab\there", date="2026-04-30")
+    full["occurred_at"] = "2026-11-19T10:12:44.123456+01:00"
+    full["entry"]["lines"][0].update(
+        label="line label",
+        analytics=[{"section": "PARIS", "amount": "100.00"}, {"section": "LYON-2", "amount": "37.01"}],
+    )
+    full["entry"]["lines"][1]["counterparty"] = {"kind": "supplier", "code": "EDF"}
+    full["documents"][0].update(content_type=None, paid=False)
+    bare = valid_event()
+    bare["entry"].pop("currency", None)
+    bare["entry"]["invoice_number"] = None
+    bare["entry"]["lines"][0]["label"] = None
+    for key in ("content_type", "size", "sha256", "paid"):
+        bare["documents"][0].pop(key, None)
+    empty = valid_event()
+    empty["entry"]["label"] = ""
+    empty["entry"]["invoice_number"] = ""
+    empty.pop("documents")
+    return [*out, full, bare, empty]
+
+
+@pytest.mark.parametrize("data", _variants())
+def test_a_stored_event_is_rebuilt_as_the_schema_loads_it(data):
+    # given an event the schema accepts, stored as JSON the way ingest keeps it
+    stored = json.loads(json.dumps(data))
+    # then the steps' loader, which does not validate again, builds the very same objects
+    assert load_stored_event(stored) == load_event(data)
