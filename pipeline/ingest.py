@@ -102,8 +102,7 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
             client_file_id=event.client_file_id,
             entry_id=event.entry.id,
         )
-        store.events.mark(event.event_id, "no_connection")
-        store.events.count("events_received")
+        store.events.mark(event.event_id, "no_connection", count="events_received")
         return IngestResult("refused", event.event_id, [dl.message], dead_letter_id=dl.id)
     result = IngestResult("accepted", event.event_id)
     acted = False
@@ -111,11 +110,8 @@ def ingest(store: Store, raw: Any, enqueue: Enqueue) -> IngestResult:
         rid, did = PROVIDERS.get(conn.provider).fan_out(store, event, data, enqueue)
         result.records.append(rid)
         acted = acted or did
-    store.events.mark(event.event_id, "done")
+    # Not acted: two deliveries of one event raced past the first check; the record lock let only one through.
+    store.events.mark(event.event_id, "done", count="events_received" if acted else "events_duplicate")
     if not acted:
-        # Two deliveries of one event raced past the first check; the record lock let only one through.
-        store.events.count("events_duplicate")
         result.outcome = "duplicate"
-    else:
-        store.events.count("events_received")
     return result

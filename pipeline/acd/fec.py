@@ -270,13 +270,14 @@ def register(
     where: FecYears,
     conclusive_from: float,
     generation: int | None = None,
-) -> None:
+) -> tuple[dict[str, str], float | None]:
     """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins). ``generation``:
-    the entry is posted, and a read that finds it confirms it (its chain of that generation)."""
+    the entry is posted, and a read that finds it confirms it (its chain of that generation). Returns the
+    dossier's last read and planned read as they were then (one round trip for all of it)."""
     wanted: dict[str, Any] = {"years": list(where.years), "guessed": where.guessed, "ack": ack}
     if generation is not None:
         wanted["gen"] = generation
-    store.fec.register(scope, rid, conclusive_from, wanted)
+    return store.fec.register(scope, rid, conclusive_from, wanted)
 
 
 def waiting(store: Store, scope: str) -> int:
@@ -440,13 +441,13 @@ def _why_wait(current: float, conclusive_from: float, last: float, due: float) -
     return f"the dossier's FEC was read {current - last:.1f}s ago; the next read comes in {due - current:.1f}s"
 
 
-def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float, planned: float | None = None) -> float:
+def _wake_at(store: Store, scope: str, meta: dict[str, str], due: float, planned: float | None) -> float:
     """When a waiting entry should look again. One of them (the first to see this read coming) wakes when it is
     due and reads; the others wake once that read should be over, so they find their outcome at the first look
     instead of meeting the lock. A planned read that starts before this entry's due cannot settle it (it could
-    not hold the entry yet): this entry plans the read after that one, and the entries after it wait for that."""
+    not hold the entry yet): this entry plans the read after that one, and the entries after it wait for that.
+    ``meta`` and ``planned``: the board as ``register`` read it."""
     expected = float(meta.get("duration") or 0.5)
-    planned = store.fec.planned_read(scope) if planned is None else planned
     current = now()
     if planned is not None and planned >= max(current, due):
         return planned + expected + random.uniform(0.3, 0.6)
@@ -494,15 +495,13 @@ def lookup(
     settled = _settled(store, rid, conclusive_from)
     if settled is not None:
         return settled
-    register(store, scope, rid, ack, where, conclusive_from, generation)
+    meta, planned = register(store, scope, rid, ack, where, conclusive_from, generation)
     current = now()
-    meta = store.fec.last_read(scope)
     last = float(meta.get("started_at") or 0.0)
     due = max(conclusive_from, last + _interval(meta))
     if current < due:
-        raise Deferred(
-            _why_wait(current, conclusive_from, last, due), retry_after=_wake_at(store, scope, meta, due) - current
-        )
+        wake = _wake_at(store, scope, meta, due, planned)
+        raise Deferred(_why_wait(current, conclusive_from, last, due), retry_after=wake - current)
     try:
         ttl = s.acd_fec_timeout_seconds + LOCK_MARGIN_SECONDS
         with store.locks.hold(f"fec:{scope}", ttl_seconds=ttl):
@@ -528,9 +527,7 @@ def plan(
     """Register a just-posted entry on its dossier's FEC board; returns in how many seconds it should look and
     whether it must: True when it plans the read that can settle it (its confirm step makes that read), False
     when a read planned at or after its due time will (that read confirms it; its confirm step need not run)."""
-    register(store, scope, rid, ack, where, conclusive_from, generation)
-    meta = store.fec.last_read(scope)
+    meta, planned = register(store, scope, rid, ack, where, conclusive_from, generation)
     due = max(conclusive_from, float(meta.get("started_at") or 0.0) + _interval(meta))
-    planned = store.fec.planned_read(scope)
     wake = _wake_at(store, scope, meta, due, planned)
     return max(0.0, wake - now()), not (planned is not None and planned >= max(now(), due))

@@ -87,12 +87,19 @@ class FecStore:
     def __init__(self, client: Redis) -> None:
         self.r = client
 
-    def register(self, scope: str, rid: str, conclusive_from: float, wanted: dict[str, Any]) -> None:
-        """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins)."""
+    def register(
+        self, scope: str, rid: str, conclusive_from: float, wanted: dict[str, Any]
+    ) -> tuple[dict[str, str], float | None]:
+        """Put a record in its dossier's waiting set (idempotent; a later ``conclusive_from`` wins); returns the
+        board as it was then, read in the same round trip: the last read (``last_read``) and the planned one
+        (``planned_read``)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(keys.fec_waiting(scope), {rid: conclusive_from}, gt=True)
         pipe.hset(keys.fec_wait(scope), rid, json.dumps(wanted))
-        pipe.execute()
+        pipe.hgetall(keys.fec(scope))
+        pipe.get(keys.fec_next(scope))
+        _, _, meta, planned = pipe.execute()
+        return meta, float(planned) if planned is not None else None
 
     def unregister(self, scope: str, *rids: str) -> None:
         """Take records out of their dossier's waiting set (two commands however many)."""

@@ -18,9 +18,14 @@ class EventLog:
         value: str | None = self.r.get(keys.event(event_id))
         return value
 
-    def mark(self, event_id: str, status: str) -> None:
-        """Remember an event id so that a second delivery has no effect."""
-        self.r.set(keys.event(event_id), status, ex=settings().event_ttl_seconds)
+    def mark(self, event_id: str, status: str, count: str | None = None) -> None:
+        """Remember an event id so that a second delivery has no effect, and bump the counter ``count`` (one
+        round trip for both)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(keys.event(event_id), status, ex=settings().event_ttl_seconds)
+        if count is not None:
+            pipe.hincrby(keys.COUNTERS, count, 1)
+        pipe.execute()
 
     def count(self, name: str, amount: int = 1) -> None:
         """Bump a global counter (events received, duplicates, refused…)."""
