@@ -7,6 +7,7 @@ a key file is created once under ``HUBSYNC_HOME`` (every worker of a deployment 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -70,11 +71,16 @@ def _load_key() -> bytes:
     return key
 
 
-def _fernet() -> Fernet:
+@functools.lru_cache(maxsize=8)
+def _fernet_of(key: bytes) -> Fernet:
     try:
-        return Fernet(_load_key())
+        return Fernet(key)
     except ValueError as exc:
         raise SecretKeyError("HUBSYNC_SECRET_KEY is not a valid key (make one with `hubsync keygen`)") from exc
+
+
+def _fernet() -> Fernet:
+    return _fernet_of(_load_key())
 
 
 def seal(secret: Secret) -> str:
@@ -82,10 +88,18 @@ def seal(secret: Secret) -> str:
     return _fernet().encrypt(secret.reveal().encode()).decode()
 
 
+@functools.lru_cache(maxsize=1024)
+def _decrypted(key: bytes, token: str) -> str:
+    # Every step of every entry unseals its connection's password (and a shared token): the clear value of a
+    # sealed text this process already opened is kept in its memory, where it is used anyway, keyed by the
+    # operator's key too so that another key never reads it.
+    return _fernet_of(key).decrypt(token.encode()).decode()
+
+
 def unseal(token: str) -> Secret:
     """Decrypt a stored secret."""
     try:
-        return Secret(_fernet().decrypt(token.encode()).decode())
+        return Secret(_decrypted(_load_key(), token))
     except InvalidToken as exc:
         raise SecretKeyError(
             "stored credentials cannot be decrypted with this HUBSYNC_SECRET_KEY: give every process the key "
